@@ -1,0 +1,1 @@
+"""Model backends: hypothesis backends and embedders, chosen by name. They know nothing of DuckDB."""

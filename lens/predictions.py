@@ -1,0 +1,219 @@
+"""Predictions and failures as Arrow tables, and the one way to store a run's results.
+
+Both ``lens train`` and ``lens ingest`` end here, so every later stage sees the same
+shape whichever way a run came in.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from lens.warehouse import delete_rows, insert_arrow, replace_rows, utcnow
+
+#: images up to this many pixels a side are stored whole; larger ones as a thumbnail + URI
+MAX_STORED_SIDE = 256
+
+
+def _list_column(matrix: np.ndarray, value_type: pa.DataType) -> pa.Array:
+    """An Arrow list<value_type> column from a 2-D array of shape (N, K)."""
+    n, k = matrix.shape
+    flat = pa.array(np.ascontiguousarray(matrix).reshape(-1), type=value_type)
+    return pa.FixedSizeListArray.from_arrays(flat, k).cast(pa.list_(value_type))
+
+
+def top_k(probs: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and values of the ``k`` largest probabilities per row, largest first.
+
+    Parameters
+    ----------
+    probs : ndarray, shape (N, C)
+
+    Returns
+    -------
+    classes : ndarray of int32, shape (N, min(k, C))
+    values : ndarray of float32, shape (N, min(k, C))
+    """
+    k = min(k, probs.shape[1])
+    # stable sort on -p: ties go to the lower class id, like argmax
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return order.astype(np.int32), np.take_along_axis(probs, order, axis=1).astype(np.float32)
+
+
+def prediction_table(
+    run_id: str,
+    example_ids: np.ndarray,
+    labels: np.ndarray,
+    *,
+    probs: np.ndarray | None = None,
+    pred: np.ndarray | None = None,
+    confidence: np.ndarray | None = None,
+    image_uris: Sequence[str | None] | None = None,
+    source_ids: Sequence[str] | None = None,
+) -> pa.Table:
+    """Build the ``predictions`` rows of a run.
+
+    Parameters
+    ----------
+    example_ids, labels : ndarray, shape (N,)
+    probs : ndarray of float, shape (N, C), optional
+        Rows summing to 1. When given, ``pred``/``confidence`` are derived from it.
+    pred, confidence : ndarray, shape (N,), optional
+        Used when no probabilities are available.
+    """
+    n = len(example_ids)
+    labels = np.asarray(labels, dtype=np.int32)
+    cols: dict[str, Any] = {
+        "run_id": pa.array(np.full(n, run_id, dtype=object), type=pa.string()),
+        "example_id": pa.array(np.asarray(example_ids, dtype=np.int64)),
+        "label": pa.array(labels),
+    }
+    if probs is not None:
+        probs = np.asarray(probs, dtype=np.float32)
+        t3c, t3p = top_k(probs, 3)
+        pred = t3c[:, 0]
+        confidence = t3p[:, 0]
+        true_p = probs[np.arange(n), labels]
+        cols["pred"] = pa.array(pred.astype(np.int32))
+        cols["confidence"] = pa.array(confidence)
+        cols["probs"] = _list_column(probs, pa.float32())
+        cols["top3_class"] = _list_column(t3c, pa.int32())
+        cols["top3_prob"] = _list_column(t3p, pa.float32())
+        cols["loss"] = pa.array((-np.log(np.maximum(true_p, 1e-12))).astype(np.float32))
+    else:
+        if pred is None or confidence is None:
+            raise ValueError("need probs, or pred and confidence")
+        pred = np.asarray(pred, dtype=np.int32)
+        confidence = np.asarray(confidence, dtype=np.float32)
+        cols["pred"] = pa.array(pred)
+        cols["confidence"] = pa.array(confidence)
+        cols["top3_class"] = pa.array([[int(p)] for p in pred], type=pa.list_(pa.int32()))
+        cols["top3_prob"] = pa.array([[float(c)] for c in confidence], type=pa.list_(pa.float32()))
+    if image_uris is not None:
+        cols["image_uri"] = pa.array(list(image_uris), type=pa.string())
+    if source_ids is not None:
+        cols["source_id"] = pa.array(list(source_ids), type=pa.string())
+    return pa.table(cols)
+
+
+def image_record(image) -> tuple[bytes, int, int]:
+    """(PNG bytes, width, height) of a PIL image or uint8 array; big images as a thumbnail."""
+    from PIL import Image
+
+    from lens.datasets import encode_png
+
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    w, h = image.size
+    if max(w, h) > MAX_STORED_SIDE:
+        image = image.copy()
+        image.thumbnail((MAX_STORED_SIDE, MAX_STORED_SIDE))
+    return encode_png(image), w, h
+
+
+def failure_table(
+    run_id: str,
+    preds: pa.Table,
+    image_for: Callable[[int], Any] | None = None,
+) -> pa.Table:
+    """Every misclassification in ``preds`` (a :func:`prediction_table`), with its image.
+
+    ``image_for(position)`` returns a PIL image / uint8 array for the row at that position
+    of ``preds``, or None when no image is available.
+    """
+    label = preds.column("label").to_numpy()
+    pred = preds.column("pred").to_numpy()
+    pos = np.flatnonzero(label != pred)
+    sub = preds.take(pa.array(pos))
+    if "probs" in preds.column_names and preds.column("probs").null_count < preds.num_rows:
+        probs = sub.column("probs").to_pylist()
+        true_prob = [p[l] if p is not None else None for p, l in zip(probs, label[pos])]
+    else:
+        true_prob = [None] * len(pos)
+    pngs, widths, heights = [], [], []
+    for p in pos:
+        img = image_for(int(p)) if image_for is not None else None
+        if img is None:
+            pngs.append(None), widths.append(None), heights.append(None)
+        else:
+            b, w, h = image_record(img)
+            pngs.append(b), widths.append(w), heights.append(h)
+    uris = sub.column("image_uri") if "image_uri" in sub.column_names else pa.nulls(len(pos), pa.string())
+    return pa.table(
+        {
+            "run_id": sub.column("run_id"),
+            "example_id": sub.column("example_id"),
+            "label": sub.column("label"),
+            "pred": sub.column("pred"),
+            "confidence": sub.column("confidence"),
+            "true_prob": pa.array(true_prob, type=pa.float32()),
+            "image_png": pa.array(pngs, type=pa.binary()),
+            "image_uri": uris,
+            "width": pa.array(widths, type=pa.int32()),
+            "height": pa.array(heights, type=pa.int32()),
+        }
+    )
+
+
+def write_run(
+    con,
+    run_id: str,
+    *,
+    kind: str,
+    class_names: Sequence[str],
+    dataset: str | None = None,
+    eval_split: str | None = None,
+    model: str | None = None,
+    checkpoint_path: str | None = None,
+    parent_run_id: str | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> None:
+    """Insert (or replace) a run's row and its class names. Call inside a transaction."""
+    if kind not in {"train", "ingest"}:
+        raise ValueError(f"bad run kind {kind!r}")
+    delete_rows(con, "runs", {"run_id": run_id})
+    con.execute(
+        "insert into runs (run_id, kind, created_at, dataset, eval_split, num_classes, model,"
+        " checkpoint_path, parent_run_id, config) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            run_id,
+            kind,
+            utcnow(),
+            dataset,
+            eval_split,
+            len(class_names),
+            model,
+            checkpoint_path,
+            parent_run_id,
+            json.dumps(dict(config or {}), default=str),
+        ],
+    )
+    classes = pa.table(
+        {
+            "run_id": pa.array([run_id] * len(class_names), type=pa.string()),
+            "class_id": pa.array(range(len(class_names)), type=pa.int32()),
+            "class_name": pa.array(list(class_names), type=pa.string()),
+        }
+    )
+    replace_rows(con, "classes", {"run_id": run_id}, classes)
+
+
+def store_results(con, run_id: str, preds: pa.Table, failures: pa.Table) -> None:
+    """Replace a run's predictions and failures (inside the caller's transaction)."""
+    replace_rows(con, "predictions", {"run_id": run_id}, preds)
+    replace_rows(con, "failures", {"run_id": run_id}, failures)
+
+
+__all__ = [
+    "failure_table",
+    "image_record",
+    "insert_arrow",
+    "prediction_table",
+    "store_results",
+    "top_k",
+    "write_run",
+]

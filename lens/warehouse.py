@@ -1,0 +1,361 @@
+"""The DuckDB warehouse: connect, migrate, bulk-write, retry on a held lock.
+
+DuckDB lets one process at a time open a database file for writing. Lens therefore
+keeps connections short: open, work, close. When another Lens process holds the file,
+:meth:`Warehouse.connect` retries with backoff for ``lock_timeout`` seconds
+(``LENS_LOCK_TIMEOUT``, default 30) and then raises :class:`WarehouseLockedError`
+naming the process that holds it.
+
+Usage::
+
+    wh = Warehouse("warehouse/lens.duckdb")
+    with wh.transaction() as con:          # one atomic write
+        replace_rows(con, "samples", {"run_id": "r1"}, arrow_table)
+    with wh.connect(read_only=True) as con:
+        con.sql("select * from class_metrics").show()
+
+Migrations (``sql/migrations/NNN_name.sql``) are applied once each, in order, and
+recorded in ``lens_migrations``; views (``sql/views/*.sql``) are re-created whenever
+their files change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from lens.errors import LensError, WarehouseLockedError
+from lens.resources import data_dir
+
+DEFAULT_PATH = "warehouse/lens.duckdb"
+ENV_PATH = "LENS_WAREHOUSE"
+ENV_LOCK_TIMEOUT = "LENS_LOCK_TIMEOUT"
+DEFAULT_LOCK_TIMEOUT = 30.0
+
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
+_migrated: set[str] = set()
+_migrate_lock = threading.Lock()
+
+
+def utcnow() -> datetime:
+    """Naive UTC timestamp (the warehouse stores UTC without a zone, portable to DuckLake)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def stable_id(*parts: object, length: int = 16) -> str:
+    """Deterministic id from parts: the first ``length`` hex digits of their sha256."""
+    h = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8"))
+    return h.hexdigest()[:length]
+
+
+def _lock_holder(message: str) -> str:
+    """Describe the process named in DuckDB's lock error ("... (PID 123) ...")."""
+    m = re.search(r"PID (\d+)", message)
+    if not m:
+        return "another process"
+    pid = m.group(1)
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        cmd = " ".join(part.decode(errors="replace") for part in raw.split(b"\0") if part)
+    except OSError:
+        cmd = ""
+    return f"process {pid} ({cmd})" if cmd else f"process {pid}"
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    text = str(exc)
+    return "Could not set lock" in text or "Conflicting lock" in text
+
+
+class Warehouse:
+    """A Lens warehouse: one DuckDB file plus an ``artifacts/`` folder beside it.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        The DuckDB file. Default: ``$LENS_WAREHOUSE`` or ``warehouse/lens.duckdb``.
+        ``":memory:"`` gives a private in-memory warehouse (tests), kept open for the
+        object's lifetime.
+    lock_timeout : float, optional
+        Seconds to keep retrying while another process holds the file.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, *, lock_timeout: float | None = None):
+        raw = path if path is not None else os.environ.get(ENV_PATH) or DEFAULT_PATH
+        self.memory = str(raw) == ":memory:"
+        self.path = Path(raw) if not self.memory else Path(":memory:")
+        if lock_timeout is None:
+            lock_timeout = float(os.environ.get(ENV_LOCK_TIMEOUT, DEFAULT_LOCK_TIMEOUT))
+        self.lock_timeout = lock_timeout
+        self._memory_con: duckdb.DuckDBPyConnection | None = None
+
+    def __repr__(self) -> str:
+        return f"Warehouse({str(self.path)!r})"
+
+    # -- connections -------------------------------------------------------------------
+
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        if self.memory:
+            if self._memory_con is None:
+                self._memory_con = duckdb.connect(":memory:")
+                migrate(self._memory_con)
+            return self._memory_con.cursor()
+        if read_only and not self.path.exists():
+            # Create the file with its schema, then open it read-only.
+            with self.connect():
+                pass
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.05
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except (duckdb.IOException, duckdb.ConnectionException) as exc:
+                if not _is_lock_error(exc):
+                    raise LensError(f"Cannot open warehouse {self.path}: {exc}") from exc
+                if time.monotonic() >= deadline:
+                    raise WarehouseLockedError(
+                        f"Warehouse {self.path} is held by {_lock_holder(str(exc))}. "
+                        f"Lens retried for {self.lock_timeout:.0f}s. Wait for that command to "
+                        f"finish or stop it, or raise {ENV_LOCK_TIMEOUT} to wait longer."
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 1.5, 0.5)
+
+    @contextmanager
+    def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open the warehouse (migrating it first if needed), yield a connection, close it."""
+        con = self._open(read_only)
+        try:
+            if not read_only and not self.memory:
+                key = str(self.path.resolve())
+                if key not in _migrated:
+                    with _migrate_lock:
+                        if key not in _migrated:
+                            migrate(con)
+                            _migrated.add(key)
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A writable connection inside ``BEGIN ... COMMIT``; rolled back on any exception."""
+        with self.connect() as con:
+            con.execute("begin transaction")
+            try:
+                yield con
+            except BaseException:
+                con.execute("rollback")
+                raise
+            con.execute("commit")
+
+    def artifact_dir(self, run_id: str) -> Path:
+        """Folder for a run's files (model checkpoint), beside the DuckDB file."""
+        base = Path("artifacts") if self.memory else self.path.parent / "artifacts"
+        d = base / safe_name(run_id)
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    # -- small read helpers --------------------------------------------------------------
+
+    def query(self, sql: str, params: Any = None):
+        """Run one read query and return a pandas DataFrame (closes the connection)."""
+        with self.connect() as con:
+            return con.execute(sql, params or []).df()
+
+    def run_ids(self) -> list[str]:
+        with self.connect() as con:
+            return [r[0] for r in con.execute("select run_id from runs order by created_at").fetchall()]
+
+
+def safe_name(name: str) -> str:
+    """A filesystem-safe form of a run name."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
+    return cleaned or stable_id(name)
+
+
+# -- migrations and views ----------------------------------------------------------------
+
+
+def _migration_files() -> list[tuple[int, str, Path]]:
+    out = []
+    for p in sorted(data_dir("sql").joinpath("migrations").glob("*.sql")):
+        m = re.match(r"^(\d+)_([a-z0-9_]+)\.sql$", p.name)
+        if not m:
+            raise LensError(f"Bad migration file name {p.name}: expected NNN_name.sql")
+        out.append((int(m.group(1)), m.group(2), p))
+    versions = [v for v, _, _ in out]
+    if len(set(versions)) != len(versions):
+        raise LensError(f"Two migrations share a number in {data_dir('sql') / 'migrations'}")
+    return out
+
+
+def view_files() -> list[Path]:
+    return sorted(data_dir("sql").joinpath("views").glob("*.sql"))
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Apply pending migrations (each once, in its own transaction) and refresh views.
+
+    Returns the names of the migrations applied now.
+    """
+    con.execute(
+        "create table if not exists lens_migrations ("
+        " version integer not null, name varchar not null, sha256 varchar not null,"
+        " applied_at timestamp not null)"
+    )
+    con.execute("create table if not exists lens_meta (key varchar not null, value varchar)")
+    done = {r[0] for r in con.execute("select version from lens_migrations").fetchall()}
+    applied = []
+    for version, name, path in _migration_files():
+        if version in done:
+            continue
+        text = path.read_text()
+        con.execute("begin transaction")
+        try:
+            con.execute(text)
+            con.execute(
+                "insert into lens_migrations values (?, ?, ?, ?)",
+                [version, name, hashlib.sha256(text.encode()).hexdigest(), utcnow()],
+            )
+        except BaseException:
+            con.execute("rollback")
+            raise
+        con.execute("commit")
+        applied.append(f"{version:03d}_{name}")
+    _refresh_views(con, force=bool(applied))
+    return applied
+
+
+def _refresh_views(con: duckdb.DuckDBPyConnection, *, force: bool) -> None:
+    files = view_files()
+    digest = hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in files)).hexdigest()
+    row = con.execute("select value from lens_meta where key = 'views_sha256'").fetchone()
+    if row and row[0] == digest and not force:
+        return
+    pending = list(files)
+    con.execute("begin transaction")
+    try:
+        # Views may build on other views: create in passes until none is left.
+        while pending:
+            failed = []
+            last_error: Exception | None = None
+            for p in pending:
+                try:
+                    con.execute(p.read_text())
+                except duckdb.CatalogException as exc:
+                    failed.append(p)
+                    last_error = exc
+            if len(failed) == len(pending):
+                raise LensError(f"Cannot create views {[p.name for p in failed]}: {last_error}")
+            pending = failed
+        con.execute("delete from lens_meta where key = 'views_sha256'")
+        con.execute("insert into lens_meta values ('views_sha256', ?)", [digest])
+    except BaseException:
+        con.execute("rollback")
+        raise
+    con.execute("commit")
+
+
+# -- bulk writes ----------------------------------------------------------------------
+
+
+def _check_ident(name: str) -> str:
+    if not _IDENT.match(name):
+        raise ValueError(f"not a table/column identifier: {name!r}")
+    return name
+
+
+def insert_arrow(con: duckdb.DuckDBPyConnection, table: str, data: Any) -> int:
+    """Insert an Arrow table / pandas DataFrame into ``table`` by column name, in one statement.
+
+    The columns of ``data`` must be a subset of the table's; the rest get NULL.
+    Returns the number of rows inserted.
+    """
+    _check_ident(table)
+    cols = [_check_ident(c) for c in data.column_names] if hasattr(data, "column_names") else [
+        _check_ident(c) for c in data.columns
+    ]
+    n = data.num_rows if hasattr(data, "num_rows") else len(data)
+    if n == 0:
+        return 0
+    view = f"_lens_src_{threading.get_ident()}"
+    con.register(view, data)
+    try:
+        col_sql = ", ".join(cols)
+        con.execute(f"insert into {table} ({col_sql}) select {col_sql} from {view}")
+    finally:
+        con.unregister(view)
+    return n
+
+
+def delete_rows(con: duckdb.DuckDBPyConnection, table: str, where: Mapping[str, Any]) -> None:
+    """``delete from table where k1 = ? and k2 = ?`` with the values as parameters."""
+    _check_ident(table)
+    if not where:
+        raise ValueError("refusing to delete a whole table")
+    clause = " and ".join(f"{_check_ident(k)} = ?" for k in where)
+    con.execute(f"delete from {table} where {clause}", list(where.values()))
+
+
+def replace_rows(con: duckdb.DuckDBPyConnection, table: str, where: Mapping[str, Any], data: Any) -> int:
+    """Delete the rows matching ``where`` and insert ``data``: a stage's idempotent write.
+
+    Call it inside :meth:`Warehouse.transaction` so the swap is atomic.
+    """
+    delete_rows(con, table, where)
+    return insert_arrow(con, table, data)
+
+
+# -- stage bookkeeping -------------------------------------------------------------------
+
+
+def record_stage(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    stage: str,
+    *,
+    status: str = "done",
+    started_at: datetime | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> None:
+    """Record that ``stage`` ran for ``run_id`` (replacing its previous record)."""
+    if status not in {"done", "partial", "failed"}:
+        raise ValueError(f"bad stage status {status!r}")
+    delete_rows(con, "stage_runs", {"run_id": run_id, "stage": stage})
+    con.execute(
+        "insert into stage_runs values (?, ?, ?, ?, ?, ?)",
+        [run_id, stage, started_at or utcnow(), utcnow(), status, json.dumps(details or {}, default=str)],
+    )
+
+
+def require_run(con: duckdb.DuckDBPyConnection, run_id: str | None) -> str:
+    """Resolve ``run_id`` (None = the newest run) or raise a LensError listing the runs."""
+    runs = [r[0] for r in con.execute("select run_id from runs order by created_at desc").fetchall()]
+    if not runs:
+        raise LensError("The warehouse has no runs yet: start with `lens train` or `lens ingest`.")
+    if run_id is None:
+        return runs[0]
+    if run_id not in runs:
+        raise LensError(f"No run named {run_id!r}. Runs: {', '.join(runs)}")
+    return run_id
+
+
+def class_names(con: duckdb.DuckDBPyConnection, run_id: str) -> list[str]:
+    """Class names of a run in class-id order."""
+    rows = con.execute(
+        "select class_name from classes where run_id = ? order by class_id", [run_id]
+    ).fetchall()
+    return [r[0] for r in rows]

@@ -71,6 +71,8 @@ class Hypothesizer(ABC):
     name: ClassVar[str]
     #: whether the backend needs the failure image (False for 'measured' and 'import')
     needs_image: ClassVar[bool] = True
+    #: whether the backend needs request.evidence (the stage then requires `lens evidence` first)
+    needs_evidence: ClassVar[bool] = False
 
     def __init__(self, *, model: str | None = None, **options: Any):
         self.model = model or self.default_model()

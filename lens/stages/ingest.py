@@ -55,7 +55,9 @@ def _rows(mask_or_positions, values=None) -> str:
     shown = []
     for p in list(pos)[:_SHOW]:
         # row numbers as a user sees them in the file: 1-based data rows
-        shown.append(f"row {int(p) + 1}" + (f" ({values[int(p)]!r})" if values is not None else ""))
+        v = values[int(p)] if values is not None else None
+        v = v.item() if hasattr(v, "item") else v
+        shown.append(f"row {int(p) + 1}" + (f" ({v!r})" if values is not None else ""))
     more = f" and {len(pos) - _SHOW} more" if len(pos) > _SHOW else ""
     return ", ".join(shown) + more
 
@@ -74,7 +76,11 @@ def read_table(path: Path) -> pa.Table:
             import pyarrow.csv as pcsv
 
             parse = pcsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",")
-            return pcsv.read_csv(path, parse_options=parse)
+            table = pcsv.read_csv(path, parse_options=parse)
+            binary = [f.name for f in table.schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)]
+            if binary:
+                raise DataError(f"{path}: not valid UTF-8 text (in column {binary[0]!r}); save the CSV as UTF-8")
+            return table
     except pa.ArrowInvalid as exc:
         msg = str(exc)
         if "UTF8" in msg.upper() or "utf-8" in msg.lower():
@@ -116,6 +122,9 @@ def _resolve_classes(table: pa.Table, classes: Sequence[str] | None, source: Dat
         return list(classes)
     if source is not None:
         return list(source.class_names)
+    if "probs" in table.column_names:
+        width = int(pc.max(pc.list_value_length(table.column("probs"))).as_py() or 0)
+        return [str(i) for i in range(width)]
     cols = _prob_columns(table)
     if cols:
         names = [c[len("prob_"):] for c in cols]
@@ -143,7 +152,9 @@ def _probabilities(table: pa.Table, class_names: list[str], path: Path) -> np.nd
         bad = lengths != len(class_names)
         if bad.any():
             raise DataError(f"{path}: 'probs' must have {len(class_names)} values per row: {_rows(bad, lengths)}")
-        probs = col.flatten().to_numpy(zero_copy_only=False).astype(np.float64).reshape(-1, len(class_names))
+        probs = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, len(class_names))
+        if probs.dtype not in (np.float32, np.float64):
+            probs = probs.astype(np.float64)
     else:
         cols = _prob_columns(table)
         if not cols:
@@ -167,7 +178,7 @@ def _probabilities(table: pa.Table, class_names: list[str], path: Path) -> np.nd
     neg = (probs < 0).any(axis=1)
     if neg.any():
         raise DataError(f"{path}: negative probabilities at {_rows(neg)}")
-    sums = probs.sum(axis=1)
+    sums = probs.sum(axis=1, dtype=np.float64)
     off = np.abs(sums - 1.0) > PROB_TOLERANCE
     if off.any():
         raise DataError(

@@ -16,6 +16,10 @@ from click.testing import CliRunner
 
 from lens.warehouse import Warehouse
 
+# Tests never reach a model hub: every model they load ships in a package or is made by the test.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
 REPO = Path(__file__).resolve().parent.parent
 
 

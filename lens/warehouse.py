@@ -359,3 +359,11 @@ def class_names(con: duckdb.DuckDBPyConnection, run_id: str) -> list[str]:
         "select class_name from classes where run_id = ? order by class_id", [run_id]
     ).fetchall()
     return [r[0] for r in rows]
+
+
+def load_query(name: str) -> str:
+    """The text of a parameterised query in ``sql/queries/<name>.sql`` (parameters as ``$name``)."""
+    path = data_dir("sql") / "queries" / f"{name}.sql"
+    if not path.is_file():
+        raise LensError(f"No query {name!r} in {path.parent}")
+    return path.read_text()

@@ -1,0 +1,344 @@
+"""``lens run`` / ``lens demo``: chain the stages with one configuration.
+
+Layer 3 (beside the CLI): the only module that calls several stages. Stages still never
+import each other; they meet in the warehouse, and this module only calls their ``run``
+functions in order:
+
+    train (or ingest) -> sample -> evidence -> hypothesize -> embed -> cluster
+
+Skipping what is done: each stage gets a fingerprint (its options plus the state of its
+inputs: row counts and the fingerprint of the stage before). The fingerprints of the
+last complete pass are stored in ``stage_runs`` (stage ``pipeline``); a stage whose
+fingerprint is unchanged and whose own ``stage_runs`` row is ``done`` is skipped, so the
+same command run twice does nothing new, and changing an option reruns that stage and
+those after it. Stages that resume on their own (hypothesize, evidence) are still called
+when their inputs grew.
+
+Configuration: CLI flags, or a ``lens.toml`` whose keys are the option names with
+underscores (``[run]`` table), e.g.::
+
+    [run]
+    data = "../shared/data/cifar10"
+    run_id = "baseline"
+    epochs = 3
+    per_class = 15
+    backend = "auto"
+    k_min = 15
+    k_max = 30
+    min_size = 15
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+from lens.errors import LensError
+from lens.warehouse import Warehouse, record_stage
+
+STAGES = ("train", "sample", "evidence", "hypothesize", "embed", "cluster")
+
+
+@dataclass
+class RunConfig:
+    """Every option of `lens run` (defaults: the reference analysis)."""
+
+    data: str | None = None
+    run_id: str | None = None
+    # bring-your-own predictions instead of training
+    predictions: str | None = None
+    images: str | None = None
+    classes: str | None = None
+    # train
+    epochs: int = 3
+    batch_size: int = 128
+    limit_train: int | None = None
+    limit_test: int | None = None
+    device: str = "auto"
+    seed: int = 0
+    pretrained: bool | None = None  # None = ImageNet weights when available, else from scratch
+    weights: str | None = None
+    # sample
+    strategy: str = "per-class"
+    per_class: int = 15
+    # evidence
+    saliency: bool = True
+    # hypothesize
+    backend: str = "auto"
+    model: str | None = None
+    prompt: str = "reference"
+    concurrency: int = 4
+    ollama_host: str | None = None
+    base_url: str | None = None
+    # embed / cluster
+    embedder: str = "all-MiniLM-L6-v2"
+    mask_classes: bool = True
+    k_min: int = 15
+    k_max: int = 30
+    min_size: int = 15
+
+    @classmethod
+    def from_toml(cls, path: str | Path, **overrides: Any) -> "RunConfig":
+        """Load ``[run]`` (or top-level keys) from a TOML file; ``overrides`` (not None) win."""
+        p = Path(path)
+        try:
+            doc = tomllib.loads(p.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise LensError(f"{p}: cannot read configuration ({exc})") from exc
+        doc = doc.get("run", doc)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(doc) - known)
+        if unknown:
+            raise LensError(f"{p}: unknown options {unknown}; known: {sorted(known)}")
+        values = {**doc, **{k: v for k, v in overrides.items() if v is not None}}
+        return cls(**values)
+
+
+@dataclass
+class StageReport:
+    stage: str
+    status: str  # 'ran' | 'skipped'
+    seconds: float
+    message: str
+
+
+@dataclass
+class PipelineResult:
+    run_id: str
+    stages: list[StageReport] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ran(self) -> list[str]:
+        return [s.stage for s in self.stages if s.status == "ran"]
+
+
+def _fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _state(wh: Warehouse, run_id: str) -> dict[str, Any]:
+    """Row counts and stage records of a run (inputs of the fingerprints)."""
+    with wh.connect() as con:
+        counts = {}
+        for table in ("predictions", "failures", "samples", "evidence", "hypotheses", "embeddings",
+                      "cluster_members"):
+            counts[table] = con.execute(f"select count(*) from {table} where run_id = ?", [run_id]).fetchone()[0]
+        counts["hypotheses_ok"] = con.execute(
+            "select count(*) from hypotheses where run_id = ? and status = 'ok'", [run_id]
+        ).fetchone()[0]
+        stages = dict(con.execute("select stage, status from stage_runs where run_id = ?", [run_id]).fetchall())
+        row = con.execute("select details from stage_runs where run_id = ? and stage = 'pipeline'", [run_id]).fetchone()
+        exists = con.execute("select count(*) from runs where run_id = ?", [run_id]).fetchone()[0] > 0
+    prints = json.loads(row[0]).get("fingerprints", {}) if row else {}
+    return {"counts": counts, "stages": stages, "fingerprints": prints, "exists": exists}
+
+
+def _save_fingerprints(wh: Warehouse, run_id: str, prints: dict[str, str]) -> None:
+    with wh.transaction() as con:
+        record_stage(con, run_id, "pipeline", details={"fingerprints": prints})
+
+
+def _default_run_id(cfg: RunConfig) -> str:
+    if cfg.predictions:
+        return Path(cfg.predictions).stem
+    name = Path(str(cfg.data or "run")).name or "run"
+    return name
+
+
+def run_pipeline(
+    wh: Warehouse,
+    cfg: RunConfig,
+    *,
+    echo: Callable[[str], None] = print,
+    progress: bool = True,
+) -> PipelineResult:
+    """Run every stage that is not up to date for ``cfg`` and return what happened."""
+    # Stage modules are imported here, not at module import: `lens --help` stays light.
+    from lens.stages import cluster, embed, evidence, hypothesize, ingest, sample, train
+
+    if not cfg.predictions and not cfg.data:
+        raise LensError("Give --data DATASET to train on (or --predictions FILE to import predictions).")
+    run_id = cfg.run_id or _default_run_id(cfg)
+    result = PipelineResult(run_id)
+    state = _state(wh, run_id)
+    prints: dict[str, str] = dict(state["fingerprints"])
+    upstream = ""
+
+    def step(name: str, fp_parts: tuple, fn: Callable[[], str], *, always: bool = False) -> None:
+        nonlocal upstream, state
+        fp = _fingerprint(upstream, *fp_parts)
+        done = state["stages"].get(name if name != "train" or not cfg.predictions else "ingest") == "done"
+        if not always and done and prints.get(name) == fp:
+            result.stages.append(StageReport(name, "skipped", 0.0, "up to date"))
+            echo(f"[{name}] up to date, skipped")
+            upstream = fp
+            return
+        echo(f"[{name}] running ...")
+        start = time.perf_counter()
+        message = fn()
+        seconds = time.perf_counter() - start
+        result.stages.append(StageReport(name, "ran", seconds, message))
+        echo(f"[{name}] {message} ({seconds:.1f} s)")
+        state = _state(wh, run_id)
+        prints[name] = fp
+        _save_fingerprints(wh, run_id, prints)
+        upstream = fp
+
+    # 1. train or ingest
+    if cfg.predictions:
+        def do_ingest() -> str:
+            if state["exists"]:
+                return "run exists (ingest is not repeated; use `lens ingest --force` to replace it)"
+            classes = [c.strip() for c in cfg.classes.split(",")] if cfg.classes else None
+            r = ingest.run(wh, predictions=cfg.predictions, run_id=run_id, images=cfg.images, classes=classes)
+            return f"{r.rows:,} predictions, {r.failures:,} failures"
+
+        step("train", ("ingest", cfg.predictions, cfg.images, cfg.classes), do_ingest)
+    else:
+        pretrained = cfg.pretrained
+        weights = cfg.weights
+
+        def do_train() -> str:
+            use_pretrained = pretrained
+            if use_pretrained is None:
+                use_pretrained = weights is None and _imagenet_weights_cached()
+                if not use_pretrained and weights is None:
+                    echo("[train] no ImageNet weights available here: training from scratch (--no-pretrained)")
+            r = train.run(
+                wh, data=cfg.data, run_id=run_id, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                limit_train=cfg.limit_train, limit_test=cfg.limit_test, device=cfg.device, seed=cfg.seed,
+                pretrained=use_pretrained, weights=weights, progress=progress, echo=echo,
+            )
+            if r.skipped:
+                return r.message or "run exists, not retrained"
+            return f"accuracy {r.accuracy:.2%}, {r.failures:,} failures, {r.seconds:.0f} s on {r.device}"
+
+        step("train", ("train", cfg.data, cfg.epochs, cfg.batch_size, cfg.limit_train, cfg.limit_test, cfg.seed,
+                       cfg.pretrained, cfg.weights), do_train)
+
+    # 2. sample
+    def do_sample() -> str:
+        r = sample.run(wh, run_id=run_id, strategy=cfg.strategy, per_class=cfg.per_class, seed=cfg.seed)
+        return f"{r.n} of {r.failures:,} failures sampled ({r.strategy})"
+
+    step("sample", (cfg.strategy, cfg.per_class, cfg.seed, state["counts"]["failures"]), do_sample)
+
+    # 3. evidence (resumes by itself: only failures without evidence are computed)
+    def do_evidence() -> str:
+        r = evidence.run(wh, run_id=run_id, saliency=cfg.saliency, progress=progress, echo=echo)
+        return getattr(r, "message", None) or f"evidence for {getattr(r, 'computed', '?')} failures"
+
+    step("evidence", (cfg.saliency, state["counts"]["failures"]), do_evidence)
+
+    # 4. hypothesize (resumes by itself)
+    def do_hypothesize() -> str:
+        r = hypothesize.run(
+            wh, run_id=run_id, prompt=cfg.prompt, backend=cfg.backend, model=cfg.model,
+            concurrency=cfg.concurrency, ollama_host=cfg.ollama_host, base_url=cfg.base_url,
+            progress=progress, echo=echo,
+        )
+        why = f" ({r.chosen_reason})" if r.chosen_reason else ""
+        return (f"{r.backend}/{r.model}{why}: {r.ok} ok, {r.invalid} invalid, {r.error} error, "
+                f"{r.skipped} already answered")
+
+    step("hypothesize", (cfg.prompt, cfg.backend, cfg.model, state["counts"]["samples"]), do_hypothesize)
+
+    # 5. embed
+    def do_embed() -> str:
+        r = embed.run(wh, run_id=run_id, embedder=cfg.embedder, mask=cfg.mask_classes, progress=progress)
+        return f"{r.rows} texts embedded ({r.cache_hits} from cache) with {r.embedder}"
+
+    step("embed", (cfg.embedder, cfg.mask_classes, state["counts"]["hypotheses_ok"]), do_embed)
+
+    # 6. cluster
+    def do_cluster() -> str:
+        r = cluster.run(wh, run_id=run_id, k_min=cfg.k_min, k_max=cfg.k_max, min_size=cfg.min_size,
+                        seed=cfg.seed, progress=progress)
+        for w in r.warnings:
+            echo(f"[cluster] {w}")
+        parts = []
+        for d in r.dimensions:
+            for note in d.notes:
+                echo(f"[cluster] {d.dimension}: {note}")
+            parts.append(f"{d.dimension}: k={d.k}, {d.clusters} clusters, {d.noise} noise")
+        return "; ".join(parts)
+
+    step("cluster", (cfg.k_min, cfg.k_max, cfg.min_size, cfg.seed, state["counts"]["embeddings"]), do_cluster)
+
+    result.summary = summarize(wh, run_id)
+    return result
+
+
+def _imagenet_weights_cached() -> bool:
+    """Whether torchvision's ImageNet ResNet-18 weights are already in the torch hub cache."""
+    try:
+        import torch
+        from torchvision.models import ResNet18_Weights
+    except ImportError:  # pragma: no cover
+        return False
+    name = Path(ResNet18_Weights.IMAGENET1K_V1.url).name
+    return (Path(torch.hub.get_dir()) / "checkpoints" / name).is_file()
+
+
+def summarize(wh: Warehouse, run_id: str, *, top: int = 3) -> dict[str, Any]:
+    """Metrics, clusters per dimension and top recommendations of a run."""
+    with wh.connect(read_only=True) as con:
+        metrics = con.execute(
+            "select n, accuracy, macro_f1, failures from run_metrics where run_id = ?", [run_id]
+        ).fetchone()
+        clusters = con.execute(
+            "select dimension, cluster_id, name, size from cluster_summary where run_id = ?"
+            " order by dimension, cluster_id = -1, size desc",
+            [run_id],
+        ).fetchall()
+        recs = con.execute(
+            "select rank, cluster_id, name, size, reviewed, purity_lower from recommendations"
+            " where run_id = ? order by rank limit ?",
+            [run_id, top],
+        ).fetchall()
+        sampled = con.execute("select count(*) from samples where run_id = ?", [run_id]).fetchone()[0]
+    per_dim: dict[str, list[dict[str, Any]]] = {}
+    for dim, cid, name, size in clusters:
+        per_dim.setdefault(dim, []).append({"cluster_id": cid, "name": name, "size": size})
+    return {
+        "run_id": run_id,
+        "examples": metrics[0] if metrics else 0,
+        "accuracy": metrics[1] if metrics else None,
+        "macro_f1": metrics[2] if metrics else None,
+        "failures": metrics[3] if metrics else 0,
+        "sampled": sampled,
+        "clusters": per_dim,
+        "recommendations": [
+            {"rank": r, "cluster_id": c, "name": n, "size": s, "reviewed": rv, "purity_lower": pl}
+            for r, c, n, s, rv, pl in recs
+        ],
+    }
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    lines = [f"Run {summary['run_id']}"]
+    if summary.get("accuracy") is not None:
+        lines.append(
+            f"  accuracy {summary['accuracy']:.2%}, macro F1 {summary['macro_f1']:.3f} on {summary['examples']:,} "
+            f"examples; {summary['failures']:,} failures, {summary['sampled']} sampled"
+        )
+    for dim, rows in summary["clusters"].items():
+        lines.append(f"  {dim}:")
+        for r in rows:
+            tag = "noise" if r["cluster_id"] == -1 else f"#{r['cluster_id']}"
+            lines.append(f"    {tag:>6}  {r['size']:>4}  {r['name']}")
+    if summary["recommendations"]:
+        lines.append("  top recommendations:")
+        for r in summary["recommendations"]:
+            note = (f"purity >= {r['purity_lower']:.2f}" if r["reviewed"] else "unreviewed")
+            lines.append(f"    {r['rank']}. {r['name']} ({r['size']} failures, {note})")
+    return "\n".join(lines)
+
+
+__all__ = ["RunConfig", "PipelineResult", "run_pipeline", "summarize", "format_summary", "STAGES"]

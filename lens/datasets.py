@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -77,11 +78,14 @@ def decode_image(data: bytes, *, where: str):
     if not data:
         raise DataError(f"{where}: empty image (0 bytes)")
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            return to_rgb(im)
-    except Image.DecompressionBombError as exc:
-        raise DataError(f"{where}: image too large ({exc})") from exc
+        with warnings.catch_warnings():
+            # PIL only warns between 1x and 2x its limit: treat every bomb as an error
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+                return to_rgb(im)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{where}: image too large, refused as a possible decompression bomb ({exc})") from exc
     except Exception as exc:  # PIL raises many types for bad data
         raise DataError(f"{where}: not a readable image ({type(exc).__name__}: {exc})") from exc
 

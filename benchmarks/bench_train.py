@@ -1,0 +1,179 @@
+"""Training and evaluation throughput of Lens's loop vs a bare PyTorch loop, side by side.
+
+Both loops train the same ResNet-18 (same initial weights, AdamW with the two parameter
+groups, per-step cosine schedule) on the same decoded CIFAR-10 images with the same
+batch size. The bare loop gets the most favourable setup: the whole subset already
+normalised as one float tensor, no per-class bookkeeping, no progress bar. Lens's loop
+is ``lens.stages.train.train_epoch`` / ``evaluate`` exactly as ``lens train`` runs them
+(uint8 images converted per batch, per-class statistics, tqdm).
+
+The two loops alternate in chunks of ``--chunk-batches`` batches (bare, lens, bare, lens,
+...) so that a noisy shared machine penalises both alike; the script prints the overall
+throughput of each, their ratio, and the median of the per-chunk ratios. Evaluation is
+compared batch by batch the same way, with and without the 512-d features. Target:
+ratio >= 0.9.
+
+    .venv/bin/python benchmarks/bench_train.py [--data ../shared/data/cifar10] [--images 4000]
+        [--eval-images 2000] [--batch-size 128] [--reps 1] [--chunk-batches 4] [--device auto] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from lens.datasets import open_source
+from lens.models import build_resnet18, channel_stats, normalize, resolve_device
+from lens.stages.train import (
+    EVAL_BATCH_SIZE,
+    _stats_tensors,
+    build_optimizer,
+    evaluate,
+    steps_per_epoch,
+    to_device_images,
+    train_epoch,
+)
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def bare_train(model, opt, sched, x, y, batch_size, generator, device) -> float:
+    model.train()
+    _sync(device)
+    t0 = time.perf_counter()
+    order = torch.randperm(x.shape[0], generator=generator).to(device)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def bare_eval(model, x, batch_size) -> tuple[float, np.ndarray]:
+    model.eval()
+    t0 = time.perf_counter()
+    outs = []
+    with torch.inference_mode():
+        for start in range(0, x.shape[0], batch_size):
+            outs.append(model(x[start : start + batch_size]).cpu())
+    return time.perf_counter() - t0, torch.cat(outs).numpy()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(DEFAULT_DATA))
+    ap.add_argument("--images", type=int, default=4000)
+    ap.add_argument("--eval-images", type=int, default=2000)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--reps", type=int, default=1, help="passes over the subset")
+    ap.add_argument("--chunk-batches", type=int, default=4, help="batches per timed chunk")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+
+    t0 = time.perf_counter()
+    source = open_source(args.data)
+    train = source.load("train", limit=args.images, seed=0, size=32)
+    test = source.load("test", limit=args.eval_images, seed=0, size=32)
+    print(f"decoded {len(train):,} train + {len(test):,} test images once in {time.perf_counter() - t0:.1f}s "
+          f"(device {device}, {torch.get_num_threads()} threads, batch {args.batch_size})")
+
+    mean, std = channel_stats(train.images)
+    mean_t, std_t = _stats_tensors(mean, std, device)
+    n_cls = len(source.class_names)
+    # Lens: uint8 on the device; bare: the whole subset normalised up front
+    xu, yt = to_device_images(train.images, device), torch.from_numpy(train.labels).to(device)
+    xf = normalize(train.images, mean, std).contiguous().to(device)
+    xu_eval, xf_eval = to_device_images(test.images, device), normalize(test.images, mean, std).contiguous().to(device)
+
+    torch.manual_seed(0)
+    init = build_resnet18(n_cls).to(device)
+    steps = steps_per_epoch(len(train), args.batch_size) * (args.reps + 1)  # the lr matters little here
+
+    def fresh():
+        m = copy.deepcopy(init)
+        opt, sched = build_optimizer(m, head_lr=1e-3, backbone_lr=1e-3, total_steps=steps)
+        return m, opt, sched
+
+    bare_m, bare_opt, bare_sched = fresh()
+    lens_m, lens_opt, lens_sched = fresh()
+    g_bare, g_lens = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+
+    # warm-up: a few batches each (allocator, kernels)
+    warm = slice(0, args.batch_size * 2)
+    bare_train(bare_m, bare_opt, bare_sched, xf[warm], yt[warm], args.batch_size, g_bare, device)
+    train_epoch(lens_m, lens_opt, lens_sched, xu[warm], yt[warm], batch_size=args.batch_size, generator=g_lens,
+                mean_t=mean_t, std_t=std_t, num_classes=n_cls)
+
+    # Paired, alternating chunks of a few batches: on a shared machine the load changes by
+    # the second, so each bare chunk is compared with the lens chunk run right after it.
+    chunk = args.batch_size * args.chunk_batches
+    pairs = []
+    for rep in range(args.reps):
+        for start in range(0, len(train) - chunk + 1, chunk):
+            sl = slice(start, start + chunk)
+            tb = bare_train(bare_m, bare_opt, bare_sched, xf[sl], yt[sl], args.batch_size, g_bare, device)
+            tl = train_epoch(lens_m, lens_opt, lens_sched, xu[sl], yt[sl], batch_size=args.batch_size,
+                             generator=g_lens, mean_t=mean_t, std_t=std_t, num_classes=n_cls, progress=False).seconds
+            pairs.append((tb, tl))
+    tb_all, tl_all = (np.array(v) for v in zip(*pairs))
+    n_img = chunk * len(pairs)
+    print(f"  train: {len(pairs)} chunk pairs of {chunk} images; per-pair lens/bare ratios "
+          f"{np.round(tb_all / tl_all, 2).tolist()}")
+
+    ev_pairs = []
+    bare_eval(lens_m, xf_eval[:EVAL_BATCH_SIZE], EVAL_BATCH_SIZE)  # warm-up
+    evaluate(lens_m, xu_eval[:EVAL_BATCH_SIZE], mean_t=mean_t, std_t=std_t, progress=False)
+    runners = [
+        lambda sl: bare_eval(lens_m, xf_eval[sl], EVAL_BATCH_SIZE)[0],
+        lambda sl: evaluate(lens_m, xu_eval[sl], mean_t=mean_t, std_t=std_t, progress=False).seconds,
+        lambda sl: evaluate(lens_m, xu_eval[sl], mean_t=mean_t, std_t=std_t, features=True, progress=False).seconds,
+    ]
+    for _ in range(args.reps):
+        for i, start in enumerate(range(0, len(test), EVAL_BATCH_SIZE)):
+            sl = slice(start, start + EVAL_BATCH_SIZE)
+            times = [0.0, 0.0, 0.0]
+            for j in range(3):  # rotate the order so that no loop always runs first
+                k = (i + j) % 3
+                times[k] = runners[k](sl)
+            ev_pairs.append(tuple(times))
+    eb_all, el_all, ef_all = (np.array(v) for v in zip(*ev_pairs))
+    n_ev = len(test) * args.reps
+    _, bare_logits = bare_eval(lens_m, xf_eval, EVAL_BATCH_SIZE)
+    lens_logits = evaluate(lens_m, xu_eval, mean_t=mean_t, std_t=std_t, progress=False).logits
+    same = np.allclose(bare_logits, lens_logits, atol=1e-4)
+
+    print()
+    print(f"{'':34s}{'bare':>9s}{'lens':>9s}{'ratio':>8s}{'median pair':>13s}")
+    rows = [
+        ("train images/s", n_img / tb_all.sum(), n_img / tl_all.sum(), np.median(tb_all / tl_all)),
+        ("eval images/s", n_ev / eb_all.sum(), n_ev / el_all.sum(), np.median(eb_all / el_all)),
+        ("eval + 512-d features images/s", n_ev / eb_all.sum(), n_ev / ef_all.sum(), np.median(eb_all / ef_all)),
+    ]
+    for name, b, l, med in rows:
+        print(f"{name:34s}{b:9.1f}{l:9.1f}{l / b:8.3f}{med:13.3f}")
+    print(f"eval logits identical (atol 1e-4): {same}")
+    print("ratio = lens / bare throughput over all chunks; median pair = median of the per-chunk ratios. "
+          "Target: >= 0.9")
+
+
+if __name__ == "__main__":
+    main()

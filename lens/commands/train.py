@@ -1,0 +1,103 @@
+"""`lens train` and `lens sample`: a baseline model's failures, and the subset to analyse."""
+
+from __future__ import annotations
+
+import click
+
+DEVICES = ["auto", "cpu", "cuda", "mps"]
+STRATEGIES = ["per-class", "per-pair", "lowest-confidence", "all"]  # = lens.stages.sample.STRATEGIES
+
+
+@click.command()
+@click.option("--data", envvar="LENS_DATA", default=None, show_envvar=True,
+              help="Dataset source: a folder of train/test Parquet files, an image-folder tree, or 'cifar10'.")
+@click.option("--run", "run_id", default=None, help="Run name (default: the dataset folder's name).")
+@click.option("--epochs", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(min=2))
+@click.option("--limit-train", default=None, type=click.IntRange(min=1),
+              help="Train on a stratified subset of N images (quick runs).")
+@click.option("--limit-test", default=None, type=click.IntRange(min=1),
+              help="Evaluate on a stratified subset of N images.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+              help="auto = cuda, then mps, then cpu.")
+@click.option("--seed", default=0, show_default=True, help="Seeds the model, the shuffles and the subsets.")
+@click.option("--pretrained/--no-pretrained", default=True, show_default=True,
+              help="Start from torchvision's ImageNet weights (downloaded; fails offline: use --weights or --no-pretrained).")
+@click.option("--weights", default=None, type=click.Path(dir_okay=False),
+              help="Local ResNet-18 state dict to start from (its fc layer is replaced).")
+@click.option("--head-lr", default=None, type=float, help="Learning rate of the new head  [default: 1e-3]")
+@click.option("--backbone-lr", default=None, type=float,
+              help="Learning rate of the backbone  [default: 1e-4 with pretrained weights or --weights; "
+                   "with --no-pretrained, the head's rate (1e-4 is a fine-tuning rate, too slow from scratch)]")
+@click.option("--image-size", default=32, show_default=True, type=click.IntRange(min=8),
+              help="Images are resized to this square size once, when decoded.")
+@click.option("--force", is_flag=True, help="Replace an existing run of that name (retrain).")
+@click.pass_obj
+def train(wh, data, run_id, epochs, batch_size, limit_train, limit_test, device, seed, pretrained, weights,
+          head_lr, backbone_lr, image_size, force):
+    """Fine-tune ResNet-18 and record every prediction, failure and epoch.
+
+    The reference recipe: ResNet-18 with a new head, 32x32 inputs normalised with the
+    training set's mean/std, AdamW (head 1e-3, backbone 1e-4), cosine schedule, batch
+    128, 3 epochs, no augmentation, seeded. Without pretrained weights the backbone
+    learns at the head's rate unless --backbone-lr says otherwise.
+
+    Writes runs, classes, predictions, failures (with images), training_log (per epoch,
+    overall and per class), features (512-d, eval and train) and the checkpoint, all at
+    the end in one transaction. A run that already exists is left alone (--force
+    retrains it).
+
+    \b
+    Example:
+      lens train --data ../shared/data/cifar10 --no-pretrained --run baseline
+      lens train --data ../shared/data/cifar10 --no-pretrained --limit-train 2000 --limit-test 500 --epochs 1 --run quick
+      lens sql "select class_name, f1 from class_metrics where run_id = 'baseline'"
+    """
+    from lens.stages import train as stage
+
+    res = stage.run(
+        wh, data=data, run_id=run_id, epochs=epochs, batch_size=batch_size, limit_train=limit_train,
+        limit_test=limit_test, device=device, seed=seed, pretrained=pretrained, weights=weights,
+        head_lr=head_lr, backbone_lr=backbone_lr, image_size=image_size, force=force, echo=click.echo,
+    )
+    if res.skipped:
+        click.echo(res.message)
+        return
+    click.echo(
+        f"Trained run {res.run_id!r} on {res.device} in {res.seconds:.0f}s: accuracy {res.accuracy:.1%} on "
+        f"{res.n_eval:,} examples, {res.failures:,} failures. Checkpoint: {res.checkpoint}"
+    )
+    click.echo(f"Next: lens sample --run {res.run_id} --per-class 15")
+
+
+@click.command()
+@click.option("--run", "run_id", default=None, help="Run to sample (default: the newest).")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default="per-class", show_default=True)
+@click.option("--per-class", default=15, show_default=True, type=click.IntRange(min=1),
+              help="Failures per true class (per-class strategy).")
+@click.option("--n", "n", default=None, type=click.IntRange(min=1),
+              help="Sample size for per-pair and lowest-confidence  [default: per-class x classes]")
+@click.option("--seed", default=0, show_default=True)
+@click.pass_obj
+def sample(wh, run_id, strategy, per_class, n, seed):
+    """Choose the failures to analyse, stratified by true class.
+
+    per-class: up to --per-class failures of each true class, at random (seeded).
+    per-pair: --n failures spread round-robin over the confused (true, predicted) pairs.
+    lowest-confidence: the --n failures the model was least sure of. all: every failure.
+    Sampling again replaces the run's sample; hypotheses already made are kept.
+
+    \b
+    Example:
+      lens sample --run baseline --per-class 15 --seed 0
+      lens sample --run baseline --strategy per-pair --n 100
+    """
+    from lens.stages import sample as stage
+
+    res = stage.run(wh, run_id=run_id, strategy=strategy, per_class=per_class, n=n, seed=seed)
+    click.echo(f"Sampled {res.n:,} of {res.failures:,} failures of run {res.run_id!r} ({res.strategy}, seed {res.seed}).")
+    for name, (have, want) in res.short.items():
+        click.echo(f"  {name}: only {have} failure(s), fewer than {want}; all of them taken.")
+
+
+commands = [train, sample]

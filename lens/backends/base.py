@@ -46,6 +46,19 @@ class HypothesisRequest:
     class_names: list[str]
     image_png: bytes | None = None
     evidence: dict[str, Any] | None = None
+    #: the evidence as prompt text (lens.grounding.format_facts), for templates with {evidence}
+    evidence_text: str = ""
+
+    def render(self, prompt: Prompt) -> str:
+        """The prompt's user message for this failure."""
+        return prompt.render(
+            true_class=self.true_class,
+            pred_class=self.pred_class,
+            true_prob=self.true_prob,
+            confidence=self.confidence,
+            top3=self.top3,
+            evidence=self.evidence_text,
+        )
 
 
 @dataclass

@@ -1,0 +1,281 @@
+"""What the chat backends (``ollama``, ``openai``) share: image preparation, messages,
+retries with backoff, and the one repair attempt.
+
+A subclass implements :meth:`ChatBackend.send` (one HTTP request -> the reply text) and
+:meth:`ChatBackend.classify` (an exception -> 'transient' or 'fatal'). Per request:
+
+* transport faults (connection refused or dropped, timeouts, HTTP 5xx / 429) are retried
+  up to ``retries`` attempts in all, sleeping ``retry_backoff * 2**i`` seconds between
+  them; then the answer is stored with status ``error``;
+* a reply that is not JSON, or JSON that breaks the prompt's schema, gets one repair
+  request (the conversation so far plus the validation error); if that is still unusable
+  the answer is stored as ``invalid`` with both errors;
+* ``attempts`` counts every request sent, ``latency_s`` the seconds spent waiting on them.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import queue
+import threading
+import time
+from abc import abstractmethod
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from lens.backends.base import HypothesisAnswer, HypothesisRequest, Hypothesizer
+from lens.backends.parsing import parse_answer
+from lens.errors import LensError
+from lens.prompts import AnswerError, Prompt
+
+DEFAULT_IMAGE_SIZE = 128
+DEFAULT_TIMEOUT = 120.0
+DEFAULT_RETRIES = 3
+DEFAULT_BACKOFF = 1.0
+RESAMPLE = ("bicubic", "nearest")
+
+
+def prepare_image(png: bytes, size: int = DEFAULT_IMAGE_SIZE, resample: str = "bicubic", *,
+                  compress_level: int = 1) -> bytes:
+    """PNG bytes with the longer side upscaled to ``size`` px (images already that big are kept).
+
+    ``compress_level`` 0-9 trades CPU for bytes (0: stored, fastest; the PNG is lossless anyway).
+    """
+    from PIL import Image
+
+    if resample not in RESAMPLE:
+        raise ValueError(f"resample must be one of {RESAMPLE}, got {resample!r}")
+    with Image.open(io.BytesIO(png)) as img:
+        w, h = img.size
+        if max(w, h) >= size or size <= 0:
+            return png
+        scale = size / max(w, h)
+        new = (max(1, round(w * scale)), max(1, round(h * scale)))
+        method = Image.Resampling.NEAREST if resample == "nearest" else Image.Resampling.BICUBIC
+        out = img.convert("RGB").resize(new, method)
+    buf = io.BytesIO()
+    out.save(buf, format="PNG", compress_level=compress_level)
+    return buf.getvalue()
+
+
+@functools.lru_cache(maxsize=32)
+def prompt_schema(prompt: Prompt) -> dict[str, Any]:
+    """``prompt.json_schema()``, computed once per prompt (treat the result as read-only)."""
+    return prompt.json_schema()
+
+
+@functools.lru_cache(maxsize=32)
+def system_message(prompt: Prompt) -> str:
+    """The prompt's system text plus the JSON schema the answer must match."""
+    schema = json.dumps(prompt_schema(prompt), separators=(",", ":"))
+    parts = [prompt.system] if prompt.system else []
+    parts.append(f"Reply with one JSON object that matches this JSON schema, and nothing else:\n{schema}")
+    return "\n\n".join(parts)
+
+
+def repair_message(error: str) -> str:
+    return (
+        f"Your answer could not be used: {error}. Reply again with only the JSON object, "
+        "matching the schema exactly (every required key, tags from the allowed list)."
+    )
+
+
+class TransportError(Exception):
+    """A request that did not produce a reply (after classification by the backend)."""
+
+
+class ChatBackend(Hypothesizer):
+    """Base of the HTTP chat backends; see the module docstring for the fault policy."""
+
+    #: zlib level of the upscaled PNG: a local server wants speed, a remote one fewer bytes
+    png_compress_level: int = 1
+
+    def __init__(
+        self,
+        *,
+        model: str | None = None,
+        timeout: float | None = None,
+        image_size: int | None = None,
+        resample: str | None = None,
+        temperature: float = 0.1,
+        retries: int = DEFAULT_RETRIES,
+        retry_backoff: float = DEFAULT_BACKOFF,
+        **options: Any,
+    ):
+        super().__init__(model=model, **options)
+        self.timeout = float(timeout) if timeout else DEFAULT_TIMEOUT
+        self.image_size = int(image_size) if image_size else DEFAULT_IMAGE_SIZE
+        self.resample = resample or "bicubic"
+        if self.resample not in RESAMPLE:
+            raise ValueError(f"resample must be one of {RESAMPLE}")
+        self.temperature = temperature
+        self.retries = max(1, int(retries))
+        self.retry_backoff = float(retry_backoff)
+
+    # -- to implement --------------------------------------------------------------------
+
+    @abstractmethod
+    def send(self, messages: list[dict[str, Any]], prompt: Prompt, image_png: bytes | None) -> str:
+        """Send one chat request; return the reply text. Raise on any transport fault."""
+
+    @abstractmethod
+    def classify(self, exc: Exception) -> tuple[bool, str]:
+        """(transient?, message) for an exception raised by :meth:`send`."""
+
+    # -- concurrency -------------------------------------------------------------------------
+
+    def answer_batch(
+        self,
+        requests: Iterable[HypothesisRequest],
+        prompt: Prompt,
+        *,
+        concurrency: int = 1,
+    ) -> Iterator[tuple[HypothesisRequest, HypothesisAnswer]]:
+        """Like :meth:`Hypothesizer.answer_batch`, tuned so a server slot never waits on Lens.
+
+        One thread prepares the next requests (image upscale + PNG) ahead of time into a
+        short queue; ``concurrency`` workers each take a prepared request the moment their
+        previous reply is in, so between a reply and the next request there is only the
+        HTTP call itself. Yields in completion order.
+        """
+        if concurrency <= 1:
+            yield from super().answer_batch(requests, prompt, concurrency=1)
+            return
+        it = iter(requests)
+        stop = threading.Event()
+        ready: queue.Queue = queue.Queue(maxsize=2 * concurrency)
+        out: queue.Queue = queue.Queue()
+        finished = object()
+
+        def offer(item: Any) -> bool:
+            while not stop.is_set():
+                try:
+                    ready.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def prepare() -> None:
+            try:
+                for req in it:
+                    try:
+                        item: Any = (req, self.prepare_image(req), None)
+                    except Exception as exc:  # an unreadable stored image: that request fails alone
+                        item = (req, None, f"cannot read the stored image: {type(exc).__name__}: {exc}")
+                    if not offer(item):
+                        return
+            except BaseException as exc:  # the request iterator itself failed: hand it on
+                out.put(exc)
+            finally:
+                for _ in range(concurrency):
+                    offer(None)
+
+        def work() -> None:
+            try:
+                while not stop.is_set():
+                    item = ready.get()
+                    if item is None:
+                        return
+                    req, image, problem = item
+                    if problem is not None:
+                        out.put((req, HypothesisAnswer(status="error", error=problem, attempts=0)))
+                        continue
+                    start = time.perf_counter()
+                    try:
+                        ans = self._answer(req, prompt, image)
+                    except LensError:
+                        raise
+                    except Exception as exc:  # a backend bug must not stop the stage: record it
+                        ans = HypothesisAnswer(status="error", error=f"{type(exc).__name__}: {exc}",
+                                               latency_s=time.perf_counter() - start)
+                    out.put((req, ans))
+            except BaseException as exc:  # a LensError from a backend: handed to the caller
+                out.put(exc)
+            finally:
+                out.put(finished)
+
+        threads = [threading.Thread(target=prepare, name=f"lens-{self.name}-prepare", daemon=True)]
+        threads += [threading.Thread(target=work, name=f"lens-{self.name}-{i}", daemon=True)
+                    for i in range(concurrency)]
+        for t in threads:
+            t.start()
+        running = concurrency
+        try:
+            while running:
+                item = out.get()
+                if item is finished:
+                    running -= 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield item
+        finally:
+            stop.set()  # the caller stopped early or failed: start no new requests
+
+    # -- the request loop ------------------------------------------------------------------
+
+    def messages(self, request: HypothesisRequest, prompt: Prompt) -> list[dict[str, Any]]:
+        return [
+            {"role": "system", "content": system_message(prompt)},
+            {"role": "user", "content": request.render(prompt)},
+        ]
+
+    def _send_with_retries(self, messages, prompt, image) -> tuple[str | None, str | None, int, float]:
+        """(reply, error, attempts, seconds waiting)."""
+        waited = 0.0
+        last = "no attempt made"
+        for attempt in range(1, self.retries + 1):
+            start = time.perf_counter()
+            try:
+                text = self.send(messages, prompt, image)
+                return text, None, attempt, waited + time.perf_counter() - start
+            except Exception as exc:  # classified below; unknown ones are fatal
+                waited += time.perf_counter() - start
+                transient, last = self.classify(exc)
+                if not transient:
+                    return None, last, attempt, waited
+            if attempt < self.retries:
+                time.sleep(self.retry_backoff * (2 ** (attempt - 1)))
+        return None, f"{last} (after {self.retries} attempts)", self.retries, waited
+
+    def prepare_image(self, request: HypothesisRequest) -> bytes | None:
+        """The request's image as sent: upscaled to ``image_size``, PNG."""
+        if request.image_png is None:
+            return None
+        return prepare_image(request.image_png, self.image_size, self.resample,
+                             compress_level=self.png_compress_level)
+
+    def answer(self, request: HypothesisRequest, prompt: Prompt) -> HypothesisAnswer:
+        return self._answer(request, prompt, self.prepare_image(request))
+
+    def _answer(self, request: HypothesisRequest, prompt: Prompt, image: bytes | None) -> HypothesisAnswer:
+        messages = self.messages(request, prompt)
+        text, err, attempts, waited = self._send_with_retries(messages, prompt, image)
+        if text is None:
+            return HypothesisAnswer(status="error", error=err, attempts=attempts, latency_s=waited)
+        try:
+            dims, description = parse_answer(text, prompt)
+            return HypothesisAnswer("ok", dims, description, text, latency_s=waited, attempts=attempts)
+        except AnswerError as exc:
+            first_error = str(exc)
+        repair = [*messages, {"role": "assistant", "content": text},
+                  {"role": "user", "content": repair_message(first_error)}]
+        text2, err2, attempts2, waited2 = self._send_with_retries(repair, prompt, image)
+        attempts += attempts2
+        waited += waited2
+        if text2 is None:
+            return HypothesisAnswer(
+                status="error", raw_response=text, attempts=attempts, latency_s=waited,
+                error=f"invalid answer ({first_error}); the repair request failed: {err2}",
+            )
+        try:
+            dims, description = parse_answer(text2, prompt)
+            return HypothesisAnswer("ok", dims, description, text2, latency_s=waited, attempts=attempts)
+        except AnswerError as exc:
+            return HypothesisAnswer(
+                status="invalid", raw_response=text2, attempts=attempts, latency_s=waited,
+                error=f"{first_error}; after repair: {exc}",
+            )

@@ -1,0 +1,476 @@
+"""``lens hypothesize``: ask a backend why each sampled failure failed, and store the answers.
+
+Input: the run's ``samples`` (``lens sample``) joined with ``failures`` (image, label,
+prediction, confidences) and ``predictions`` (top-3), plus the ``evidence`` row of each
+failure when ``lens evidence`` has run. The ``import`` backend reads its own file and
+works on the run's failures that the file names (no sample needed).
+
+Output, one answer per (run, failure, backend, model, prompt sha256)::
+
+    hypotheses             hypothesis_id = stable_id(run_id, example_id, backend, model, prompt_sha256);
+                           status 'ok' | 'invalid' | 'error', error text, raw response,
+                           latency (seconds waiting on the backend), attempts, description
+    hypothesis_dimensions  one row per prompt dimension of an ok answer: tag, text (the
+                           answer / reason), summary (the one-sentence verdict)
+    claims                 for ok answers with evidence: lens.grounding.check_answer(...)
+
+Concurrency and durability: the backend answers with ``concurrency`` requests in flight
+(threads); every answer flows to ONE writer, this module's main thread, which commits a
+batch every ``BATCH_SIZE`` answers or ``BATCH_SECONDS`` seconds in a short transaction
+(delete-then-insert of those hypothesis ids, so a redo replaces). A SIGKILL loses at most
+the uncommitted batch and the requests in flight; nothing committed is touched again.
+
+Resume: a failure already answered for (backend, model, prompt sha256) is skipped;
+``force`` asks again for all of them; ``retry_errors`` asks again for those stored as
+``invalid`` or ``error`` (unanswered failures are always asked).
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from lens import prompts as prompts_mod
+from lens.backends import base
+from lens.backends.base import HypothesisAnswer, HypothesisRequest, Hypothesizer
+from lens.errors import LensError
+from lens.warehouse import Warehouse, class_names, insert_arrow, record_stage, require_run, stable_id, utcnow
+
+STAGE = "hypothesize"
+#: the writer commits when this many answers are pending, or the oldest has waited BATCH_SECONDS
+#: (a commit costs tens of ms: connection, WAL, checkpoint; batches keep it off the answer rate)
+BATCH_SIZE = 128
+BATCH_SECONDS = 2.0
+JSON_EVIDENCE_COLUMNS = ("z_true", "z_pred", "skipped")
+_TABLES = ("claims", "hypothesis_dimensions", "hypotheses")
+_DONE = object()
+
+
+@dataclass
+class HypothesizeResult:
+    run_id: str
+    backend: str
+    model: str
+    prompt_name: str
+    prompt_sha256: str
+    chosen_reason: str | None = None
+    candidates: int = 0  # failures this run could answer
+    skipped: int = 0  # already answered (resume)
+    requested: int = 0  # asked now
+    ok: int = 0
+    invalid: int = 0
+    error: int = 0
+    claims: int = 0
+    grounding_errors: list[str] = field(default_factory=list)
+    not_failures: list[int] = field(default_factory=list)  # import: ids in the file that are no failure
+    errors: list[str] = field(default_factory=list)  # the first few error texts
+    seconds: float = 0.0
+    stage_status: str = "done"
+
+    @property
+    def failed(self) -> bool:
+        """Nothing succeeded although something was asked."""
+        return self.requested > 0 and self.ok == 0
+
+
+def hypothesis_id(run_id: str, example_id: int, backend: str, model: str, prompt_sha256: str) -> str:
+    return stable_id(run_id, int(example_id), backend, model, prompt_sha256)
+
+
+# -- backend choice -----------------------------------------------------------------------
+
+
+def _backend_class(name: str) -> type[Hypothesizer]:
+    try:
+        return base.get(name)
+    except ModuleNotFoundError as exc:
+        if name == "measured" and exc.name and exc.name.startswith("lens.backends"):
+            raise LensError(
+                "The measured backend is not available in this installation yet: start Ollama "
+                "(`ollama serve`, `ollama pull qwen3-vl:8b`), or use --backend openai / import."
+            ) from exc
+        raise
+
+
+def choose_backend(*, model: str | None = None, ollama_host: str | None = None) -> tuple[str, str]:
+    """``--backend auto``: (name, why). Ollama when reachable with the model, else measured."""
+    ollama_cls = _backend_class("ollama")
+    usable, why = ollama_cls.probe(ollama_host, model)  # type: ignore[attr-defined]
+    if usable:
+        return "ollama", why
+    try:
+        _backend_class("measured")
+    except LensError as exc:
+        raise LensError(f"--backend auto: {why}. {exc}") from None
+    return "measured", f"{why}; using the measured analyst instead"
+
+
+def _options_for(name: str, **given: Any) -> dict[str, Any]:
+    """The options each built-in backend takes (None values dropped)."""
+    wanted = {
+        "ollama": ("host", "timeout", "image_size", "resample"),
+        "openai": ("base_url", "api_key_env", "timeout", "image_size", "resample"),
+        "import": ("path",),
+        "measured": (),
+    }.get(name, tuple(given))
+    return {k: v for k, v in given.items() if k in wanted and v is not None}
+
+
+# -- reading the warehouse -----------------------------------------------------------------
+
+
+def _rows(con, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+    return con.execute(sql, params).to_arrow_table().to_pylist()
+
+
+def _decode_evidence(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    for col in JSON_EVIDENCE_COLUMNS:
+        v = out.get(col)
+        if isinstance(v, str):
+            try:
+                out[col] = json.loads(v)
+            except json.JSONDecodeError:
+                pass
+    return out
+
+
+def _grounding(name: str):
+    """lens.grounding.<name>, or None while it is not implemented."""
+    from lens import grounding
+
+    try:
+        return getattr(grounding, name)
+    except AttributeError:
+        return None
+
+
+def _uses_evidence(prompt: prompts_mod.Prompt) -> bool:
+    return "evidence" in set(re.findall(r"{([a-z_0-9]+)[^}]*}", prompt.template))
+
+
+# -- the writer ----------------------------------------------------------------------------
+
+
+class _Writer:
+    """Collects answers and commits them in batches (one transaction per batch)."""
+
+    def __init__(self, wh: Warehouse, result: HypothesizeResult, prompt: prompts_mod.Prompt,
+                 names: list[str], started, details: dict[str, Any]):
+        self.wh = wh
+        self.result = result
+        self.prompt = prompt
+        self.names = names
+        self.started = started
+        self.details = details
+        self.check_answer = _grounding("check_answer")
+        self._reset()
+
+    def _reset(self) -> None:
+        self.hyp: dict[str, list] = {k: [] for k in (
+            "hypothesis_id", "run_id", "example_id", "backend", "model", "prompt_name", "prompt_sha256",
+            "status", "error", "description", "raw_response", "latency_s", "attempts", "created_at")}
+        self.dims: dict[str, list] = {k: [] for k in (
+            "hypothesis_id", "run_id", "example_id", "dimension", "tag", "text", "summary")}
+        self.claims: dict[str, list] = {k: [] for k in (
+            "hypothesis_id", "run_id", "example_id", "dimension", "claim_index", "kind", "claim", "verdict", "fact")}
+        self.pending = 0
+        self.oldest: float | None = None
+
+    def add(self, req: HypothesisRequest, ans: HypothesisAnswer) -> None:
+        r = self.result
+        h = self.hyp
+        for k, v in (("hypothesis_id", req.key), ("run_id", req.run_id), ("example_id", req.example_id),
+                     ("backend", r.backend), ("model", r.model), ("prompt_name", r.prompt_name),
+                     ("prompt_sha256", r.prompt_sha256), ("status", ans.status), ("error", ans.error),
+                     ("description", ans.description), ("raw_response", ans.raw_response),
+                     ("latency_s", float(ans.latency_s)), ("attempts", int(ans.attempts)),
+                     ("created_at", utcnow())):
+            h[k].append(v)
+        setattr(r, ans.status, getattr(r, ans.status) + 1)
+        if ans.status != "ok" and ans.error and len(r.errors) < 5:
+            r.errors.append(f"example {req.example_id}: {ans.error}")
+        if ans.status == "ok":
+            for dim in self.prompt.dimension_names:
+                d = ans.dimensions.get(dim)
+                if d is None:
+                    continue
+                for k, v in (("hypothesis_id", req.key), ("run_id", req.run_id), ("example_id", req.example_id),
+                             ("dimension", dim), ("tag", d.tag), ("text", d.text), ("summary", d.summary)):
+                    self.dims[k].append(v)
+            if req.evidence is not None and self.check_answer is not None:
+                self._add_claims(req, ans)
+        self.pending += 1
+        if self.oldest is None:
+            self.oldest = time.monotonic()
+
+    def _add_claims(self, req: HypothesisRequest, ans: HypothesisAnswer) -> None:
+        try:
+            claims = self.check_answer(ans.dimensions, ans.description, req.evidence, self.names)
+        except Exception as exc:  # a grounding bug must not stop the stage: count and report it
+            if len(self.result.grounding_errors) < 3:
+                self.result.grounding_errors.append(f"example {req.example_id}: {type(exc).__name__}: {exc}")
+            return
+        for c in claims:
+            for k, v in (("hypothesis_id", req.key), ("run_id", req.run_id), ("example_id", req.example_id),
+                         ("dimension", c.dimension), ("claim_index", int(c.claim_index)), ("kind", c.kind),
+                         ("claim", c.claim), ("verdict", c.verdict), ("fact", c.fact)):
+                self.claims[k].append(v)
+        self.result.claims += len(claims)
+
+    def due(self) -> bool:
+        return self.pending >= BATCH_SIZE or (
+            self.oldest is not None and time.monotonic() - self.oldest >= BATCH_SECONDS
+        )
+
+    def seconds_left(self) -> float | None:
+        if self.oldest is None:
+            return None
+        return max(0.0, self.oldest + BATCH_SECONDS - time.monotonic())
+
+    def _tables(self) -> tuple[pa.Table, pa.Table, pa.Table]:
+        s, i64, i32, f64 = pa.string(), pa.int64(), pa.int32(), pa.float64()
+        hyp = pa.table({k: pa.array(v, type=t) for (k, v), t in zip(self.hyp.items(), (
+            s, s, i64, s, s, s, s, s, s, s, s, f64, i32, pa.timestamp("us")))})
+        dims = pa.table({k: pa.array(v, type=t) for (k, v), t in zip(self.dims.items(), (s, s, i64, s, s, s, s))})
+        claims = pa.table({k: pa.array(v, type=t) for (k, v), t in zip(self.claims.items(), (
+            s, s, i64, s, i32, s, s, s, s))})
+        return hyp, dims, claims
+
+    def flush(self, *, final_status: str | None = None, candidate_keys: list[str] | None = None) -> None:
+        if not self.pending and final_status is None:
+            return
+        hyp, dims, claims = self._tables()
+        ids = self.hyp["hypothesis_id"]
+        r = self.result
+        with self.wh.transaction() as con:
+            if ids:
+                for table in _TABLES:  # identifiers from this module only
+                    con.execute(f"delete from {table} where hypothesis_id in (select unnest(?::varchar[]))", [ids])
+                insert_arrow(con, "hypotheses", hyp)
+                insert_arrow(con, "hypothesis_dimensions", dims)
+                insert_arrow(con, "claims", claims)
+            status = "partial"
+            stored: dict[str, int] = {}
+            if final_status is not None:
+                stored = dict(con.execute(
+                    "select status, count(*) from hypotheses where hypothesis_id in (select unnest(?::varchar[]))"
+                    " group by status", [candidate_keys or []]).fetchall())
+                n_ok = stored.get("ok", 0)
+                if candidate_keys and n_ok == 0:
+                    status = "failed"
+                elif n_ok < len(candidate_keys or []):
+                    status = "partial"
+                else:
+                    status = "done"
+                r.stage_status = status
+            details = {**self.details, "requested": r.requested, "skipped": r.skipped, "ok": r.ok,
+                       "invalid": r.invalid, "error": r.error, "claims": r.claims}
+            if stored:
+                details["stored"] = stored
+            record_stage(con, r.run_id, STAGE, status=status, started_at=self.started, details=details)
+        self._reset()
+
+
+# -- the stage -------------------------------------------------------------------------------
+
+
+def run(
+    warehouse: Warehouse,
+    *,
+    run_id: str | None = None,
+    prompt: str = "reference",
+    backend: str = "auto",
+    model: str | None = None,
+    concurrency: int = 4,
+    force: bool = False,
+    retry_errors: bool = False,
+    limit: int | None = None,
+    timeout: float | None = None,
+    image_size: int | None = None,
+    resample: str | None = None,
+    ollama_host: str | None = None,
+    base_url: str | None = None,
+    api_key_env: str | None = None,
+    from_path: str | None = None,
+    backend_options: dict[str, Any] | None = None,
+    progress: bool = True,
+    echo=None,
+) -> HypothesizeResult:
+    """Answer the run's sampled failures with a backend and store the answers (module docstring).
+
+    ``backend_options`` go to the backend as they are (e.g. ``retries``, ``retry_backoff``).
+    ``echo(str)`` is told which backend ``auto`` chose and why.
+    """
+    started = utcnow()
+    t0 = time.perf_counter()
+    if concurrency < 1:
+        raise LensError("--concurrency must be at least 1")
+    if limit is not None and limit < 0:
+        raise LensError("--limit must be at least 0")
+    if force and retry_errors:
+        raise LensError("--force already redoes everything; drop --retry-errors")
+    the_prompt = prompts_mod.load(prompt)
+
+    reason = None
+    if backend == "auto":
+        backend, reason = choose_backend(model=model, ollama_host=ollama_host)
+        if echo is not None:
+            echo(f"Backend: {backend} ({reason})")
+        if backend != "ollama":
+            model = None  # --model names the Ollama model
+    cls = _backend_class(backend)
+    options = _options_for(backend, host=ollama_host, timeout=timeout, image_size=image_size, resample=resample,
+                           base_url=base_url, api_key_env=api_key_env, path=from_path)
+    options.update(backend_options or {})
+    hyp = cls(model=model, **options)
+    hyp.check(the_prompt)
+
+    result = HypothesizeResult(run_id="", backend=hyp.name, model=hyp.model, prompt_name=the_prompt.name,
+                               prompt_sha256=the_prompt.sha256, chosen_reason=reason)
+    only_ids = hyp.example_ids() if hasattr(hyp, "example_ids") else None
+    image_col = "f.image_png" if hyp.needs_image else "null::blob as image_png"
+    with warehouse.connect() as con:
+        run_id = require_run(con, run_id)
+        result.run_id = run_id
+        names = class_names(con, run_id)
+        select = (f"select f.example_id, f.label, f.pred, f.confidence, f.true_prob, {image_col},"
+                  " p.top3_class, p.top3_prob from failures f"
+                  " left join predictions p on p.run_id = f.run_id and p.example_id = f.example_id")
+        if only_ids is None:
+            rows = _rows(con, select + " join samples s on s.run_id = f.run_id and s.example_id = f.example_id"
+                         " where f.run_id = ? order by s.rank, f.example_id", [run_id])
+            if not rows:
+                raise LensError(f"Run {run_id!r} has no sampled failures: run `lens sample --run {run_id}` first.")
+        else:
+            rows = _rows(con, select + " where f.run_id = ? and f.example_id in (select unnest(?::bigint[]))"
+                         " order by f.example_id", [run_id, sorted(only_ids)])
+            result.not_failures = sorted(only_ids - {r["example_id"] for r in rows})
+        existing = dict(con.execute(
+            "select hypothesis_id, status from hypotheses where run_id = ? and backend = ? and model = ?"
+            " and prompt_sha256 = ?", [run_id, hyp.name, hyp.model, the_prompt.sha256]).fetchall())
+        evidence: dict[int, dict[str, Any]] = {}
+        n_evidence = con.execute("select count(*) from evidence where run_id = ?", [run_id]).fetchone()[0]
+        if n_evidence:
+            for e in _rows(con, "select * from evidence where run_id = ?", [run_id]):
+                evidence[int(e["example_id"])] = _decode_evidence(e)
+    for row in rows:  # the failure's classes, for evidence rows that do not carry them
+        ev = evidence.get(int(row["example_id"]))
+        if ev is not None:
+            for col in ("label", "pred"):
+                if ev.get(col) is None:
+                    ev[col] = row[col]
+
+    # what to ask
+    result.candidates = len(rows)
+    todo = []
+    for row in rows:
+        key = hypothesis_id(run_id, row["example_id"], hyp.name, hyp.model, the_prompt.sha256)
+        row["key"] = key
+        status = existing.get(key)
+        if status is None or force or (retry_errors and status in ("invalid", "error")):
+            todo.append(row)
+        else:
+            result.skipped += 1
+    if limit is not None:
+        todo = todo[:limit]
+    if hyp.needs_evidence:
+        missing = [r["example_id"] for r in todo if r["example_id"] not in evidence]
+        if missing:
+            raise LensError(
+                f"The {hyp.name} backend needs measured evidence, and {len(missing)} failures of run {run_id!r} "
+                f"have none (e.g. example {missing[0]}): run `lens evidence --run {run_id}` first."
+            )
+    format_facts = _grounding("format_facts") if _uses_evidence(the_prompt) else None
+
+    def request_for(row: dict[str, Any]) -> HypothesisRequest:
+        ev = evidence.get(int(row["example_id"]))
+        top3 = [(names[c], float(p)) for c, p in zip(row["top3_class"] or [], row["top3_prob"] or [])]
+        if not top3:
+            top3 = [(names[row["pred"]], float(row["confidence"]))]
+        return HypothesisRequest(
+            key=row["key"], run_id=run_id, example_id=int(row["example_id"]),
+            true_class=names[row["label"]], pred_class=names[row["pred"]],
+            true_prob=None if row["true_prob"] is None else float(row["true_prob"]),
+            confidence=float(row["confidence"]), top3=top3, class_names=names,
+            image_png=row["image_png"], evidence=ev,
+            evidence_text=format_facts(ev, names) if (format_facts is not None and ev is not None) else "",
+        )
+
+    candidate_keys = [r["key"] for r in rows]
+    details = {"backend": hyp.name, "model": hyp.model, "prompt": the_prompt.name,
+               "prompt_sha256": the_prompt.sha256, "concurrency": concurrency, "force": force,
+               "retry_errors": retry_errors, "candidates": len(rows)}
+    writer = _Writer(warehouse, result, the_prompt, names, started, details)
+    result.requested = len(todo)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(todo), unit="answer", desc=f"{hyp.name} {hyp.model}", disable=None if progress else True,
+               dynamic_ncols=True, smoothing=0.1)
+    # Failures without an image cannot be shown to an image model: stored as errors, never sent.
+    sendable = []
+    for row in todo:
+        if hyp.needs_image and row["image_png"] is None:
+            writer.add(request_for(row), HypothesisAnswer(
+                status="error", attempts=0,
+                error="no image stored for this failure (failures.image_png is empty)"))
+            bar.update(1)
+        else:
+            sendable.append(row)
+
+    stop = threading.Event()
+    q: queue.Queue = queue.Queue()
+
+    def requests():
+        for row in sendable:
+            if stop.is_set():
+                return
+            yield request_for(row)
+
+    def produce() -> None:
+        try:
+            for pair in hyp.answer_batch(requests(), the_prompt, concurrency=concurrency):
+                q.put(pair)
+        except BaseException as exc:  # handed to the writer thread, which re-raises it
+            q.put(exc)
+        finally:
+            q.put(_DONE)
+
+    producer = threading.Thread(target=produce, name="lens-hypothesize-requests", daemon=True)
+    producer.start()
+    try:
+        while True:
+            try:
+                item = q.get(timeout=writer.seconds_left())
+            except queue.Empty:
+                writer.flush()
+                continue
+            if item is _DONE:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            req, ans = item
+            writer.add(req, ans)
+            bar.update(1)
+            if not bar.disable:
+                bar.set_postfix(ok=result.ok, invalid=result.invalid, error=result.error, refresh=False)
+            if writer.due():
+                writer.flush()
+    except BaseException:
+        writer.flush()  # keep every answer already received (Ctrl-C, a backend's LensError)
+        raise
+    finally:
+        stop.set()
+        bar.close()
+        result.seconds = time.perf_counter() - t0
+        writer.details["seconds"] = round(result.seconds, 3)
+    writer.flush(final_status="done", candidate_keys=candidate_keys)
+    return result

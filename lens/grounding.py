@@ -1,20 +1,61 @@
 """Grounding: checkable claims in a hypothesis, compared with the measured evidence.
 
-INTERFACE (implemented by the evidence work, issue 5):
-
 ``check_answer(dimensions, description, evidence, class_names) -> list[Claim]``
-    Extract claims (background/foreground colour, dark/bright, low contrast, blurry,
-    cropped/partial, "looks like a <class>") from every dimension's text (and the
-    description), compare each with the evidence dict (a row of the ``evidence`` table),
-    and return them with verdict 'consistent' | 'contradicted' | 'unverifiable'.
+    Extract claims from every dimension's text and summary (and the description),
+    compare each with the evidence dict (a row of the ``evidence`` table; JSON columns
+    as dicts or JSON text) and return them with verdict 'consistent' | 'contradicted' |
+    'unverifiable' and the fact it was checked against.
 
 ``format_facts(evidence, class_names) -> str``
     The measured facts as plain lines for prompts that include ``{evidence}``.
+
+Claims found (regular expressions; a claim preceded by a negation such as "not", "no",
+"without" within three words is not extracted):
+
+=====================  ==========================================  ===================================
+kind                   examples                                    checked against
+=====================  ==========================================  ===================================
+background_colour      "blue background", "background is green"    border colour shares
+foreground_colour      "a red car", "the object is brown"          centre colour shares
+dark                   "dark", "dim", "poorly lit", "underexposed" brightness (+ z vs true class)
+bright                 "overexposed", "washed out", "very bright"  brightness
+low_contrast           "low contrast", "poor contrast"             contrast (+ z)
+blurry                 "blurry", "out of focus", "fuzzy"           sharpness z vs true class
+cropped                "cropped", "cut off", "partially visible"   edge share / sharpness z
+looks_like             "looks like a cat", "resembles a dog"       nearest training images
+=====================  ==========================================  ===================================
+
+Verdict rules (thresholds from :mod:`lens.measure`):
+
+* colours: the claimed term (synonyms mapped: gray->grey, tan/beige->brown, violet->purple,
+  cyan/turquoise/navy->blue, gold->yellow, ...) covers >= COLOUR_CONSISTENT_SHARE of the
+  region's pixels -> consistent; < COLOUR_CONTRADICTED_SHARE -> contradicted; else
+  unverifiable. "Uniform <colour> background" additionally needs the term to be the
+  dominant one to be consistent.
+* dark: brightness < DARK_BRIGHTNESS or z <= -TYPICAL_Z -> consistent; brightness >= 0.45
+  and z > 0 (or no z) -> contradicted. bright: brightness > BRIGHT_BRIGHTNESS or
+  z >= UNUSUAL_Z -> consistent; brightness < 0.5 -> contradicted.
+* low contrast: contrast < LOW_CONTRAST or z <= -TYPICAL_Z -> consistent; contrast >= 0.18
+  and z > 0 -> contradicted.
+* blurry: sharpness z <= -TYPICAL_Z -> consistent; z >= +TYPICAL_Z -> contradicted.
+* cropped: edge share z >= TYPICAL_Z or sharpness z <= -UNUSUAL_Z (upscaled) ->
+  consistent; never contradicted (a crop cannot be ruled out by these measurements).
+* looks like <class>: the predicted class, or >= LOOKS_LIKE_SHARE of the nearest training
+  images carry it -> consistent; none of them does and it is not the prediction ->
+  contradicted; without neighbours -> unverifiable.
+
+Anything else is unverifiable: the check never guesses a fact it did not measure.
 """
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from lens import measure
 
 VERDICTS = ("consistent", "contradicted", "unverifiable")
 
@@ -27,3 +68,340 @@ class Claim:
     claim: str
     verdict: str
     fact: str | None = None
+
+
+# -- evidence access helpers -------------------------------------------------------------------
+
+
+def _json(v: Any) -> dict:
+    if v is None:
+        return {}
+    if isinstance(v, str):
+        try:
+            v = json.loads(v)
+        except ValueError:
+            return {}
+    return dict(v) if isinstance(v, Mapping) else {}
+
+
+def _num(v: Any) -> float | None:
+    return measure._num(v)
+
+
+def _list(v: Any) -> list | None:
+    if v is None:
+        return None
+    try:
+        return list(v)
+    except TypeError:
+        return None
+
+
+def _name(class_names, cid) -> str:
+    try:
+        return class_names[int(cid)]
+    except (TypeError, ValueError, IndexError):
+        return f"class {cid}"
+
+
+def _z(evidence: Mapping[str, Any], which: str, fact: str) -> float | None:
+    return _num(_json(evidence.get(f"z_{which}")).get(fact))
+
+
+def _shares_text(shares: dict) -> str:
+    return ", ".join(f"{t} {s:.0%}" for t, s in list(shares.items())[:3]) or "none"
+
+
+# -- format_facts -------------------------------------------------------------------------------
+
+
+def format_facts(evidence: Mapping[str, Any] | None, class_names: list[str]) -> str:
+    """The measured facts of one failure as plain lines (empty string without evidence).
+
+    Every line states a measurement with its number; parts that were not measured are
+    listed as such, with the reason.
+    """
+    if not evidence:
+        return ""
+    ev = evidence
+    lines: list[str] = []
+    label, pred = ev.get("label"), ev.get("pred")
+    tn = _name(class_names, label) if label is not None else "the true class"
+    pn = _name(class_names, pred) if pred is not None else "the predicted class"
+    conf, tp = _num(ev.get("confidence")), _num(ev.get("true_prob"))
+    parts = []
+    if conf is not None:
+        parts.append(f"the model gave {pn} {conf:.2f}")
+    if tp is not None:
+        rank = ev.get("true_rank")
+        parts.append(f"{tn} {tp:.2f}" + (f" (rank {int(rank)})" if rank is not None else ""))
+    m, h = _num(ev.get("margin")), _num(ev.get("entropy"))
+    if m is not None:
+        parts.append(f"margin top-1 minus top-2 {m:.2f}")
+    if h is not None:
+        parts.append(f"entropy {h:.2f} nats")
+    if parts:
+        lines.append("- Model: " + "; ".join(parts) + ".")
+    lq = _num(ev.get("label_quality"))
+    if lq is not None:
+        flag = ev.get("label_issue")
+        lines.append(
+            f"- Label quality (confident learning, 0-1, low = suspicious): {lq:.2f}"
+            + ("; flagged as a possible label issue." if flag else "; not flagged as a label issue.")
+        )
+    nl = _list(ev.get("neighbour_labels"))
+    if nl:
+        counts: dict[int, int] = {}
+        for c in nl:
+            counts[int(c)] = counts.get(int(c), 0) + 1
+        top = sorted(counts.items(), key=lambda kv: -kv[1])[:3]
+        desc = ", ".join(f"{c} labelled {_name(class_names, k)}" for k, c in top)
+        lines.append(
+            f"- Nearest {len(nl)} training images in the model's feature space: {desc}"
+            f" ({sum(1 for c in nl if label is not None and int(c) == int(label))} of {len(nl)} labelled {tn})."
+        )
+    b = _num(ev.get("brightness"))
+    if b is not None:
+        facts = []
+        for fact, label_txt, fmt in (
+            ("brightness", "brightness", "{:.2f}"),
+            ("contrast", "contrast", "{:.3f}"),
+            ("saturation", "saturation", "{:.2f}"),
+            ("sharpness", "sharpness (fine detail)", "{:.2f}"),
+        ):
+            v = _num(ev.get(fact))
+            if v is None:
+                continue
+            zt, zp = _z(ev, "true", fact), _z(ev, "pred", fact)
+            zs = []
+            if zt is not None:
+                zs.append(f"z={zt:+.1f} vs {tn}")
+            if zp is not None:
+                zs.append(f"z={zp:+.1f} vs {pn}")
+            facts.append(f"{label_txt} {fmt.format(v)}" + (f" ({', '.join(zs)})" if zs else ""))
+        lines.append("- Image: " + "; ".join(facts) + " (z-scores against training images of the class).")
+    bs, cs = _json(ev.get("border_colours")), _json(ev.get("centre_colours"))
+    if ev.get("border_colour"):
+        st, sp = _json(ev.get("colour_share_true")), _json(ev.get("colour_share_pred"))
+        typ = ""
+        if "border" in st and "border" in sp:
+            typ = (f"; a {ev['border_colour']} border is dominant in {st['border']:.0%} of {tn} and"
+                   f" {sp['border']:.0%} of {pn} training images")
+        lines.append(f"- Border (background proxy): mostly {ev['border_colour']} ({_shares_text(bs)}){typ}.")
+    if ev.get("centre_colour"):
+        d = _num(ev.get("fg_bg_distance"))
+        lines.append(
+            f"- Centre (foreground proxy): mostly {ev['centre_colour']} ({_shares_text(cs)})"
+            + (f"; colour distance centre vs border {d:.1f} (CIELAB delta E)." if d is not None else ".")
+        )
+    e = _num(ev.get("edge_share"))
+    if e is not None:
+        ze = _z(ev, "true", "edge_share")
+        lines.append(f"- Share of edges in the border ring: {e:.2f}" + (f" (z={ze:+.1f} vs {tn})." if ze is not None else "."))
+    s = _num(ev.get("saliency_centre_share"))
+    if s is not None:
+        lines.append(
+            f"- Saliency of {pn} ({ev.get('saliency_method')}): {s:.0%} in the centre (the centre is 25% of the"
+            f" image), {1 - s:.0%} outside it."
+        )
+    skipped = _json(ev.get("skipped"))
+    if skipped:
+        lines.append("- Not measured: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()) + ".")
+    return "\n".join(lines)
+
+
+# -- claim extraction ---------------------------------------------------------------------------
+
+COLOUR_SYNONYMS = {
+    **{t: t for t in measure.COLOUR_TERMS},
+    "gray": "grey", "silver": "grey", "tan": "brown", "beige": "brown", "khaki": "brown", "violet": "purple",
+    "lilac": "purple", "magenta": "pink", "cyan": "blue", "turquoise": "blue", "navy": "blue", "teal": "blue",
+    "azure": "blue", "gold": "yellow", "golden": "yellow", "crimson": "red", "maroon": "red",
+}
+_COLOUR_WORDS = "|".join(sorted(COLOUR_SYNONYMS, key=len, reverse=True))
+_COLOUR = r"(?P<colour>" + _COLOUR_WORDS + r")(?:ish)?"
+_BG = r"(?:background|backdrop|sky|surroundings|setting|scene behind)"
+_FG_NOUNS = r"(?:object|subject|foreground|animal|vehicle|body|fur|feathers|coat|car|truck|ship|boat|plane|bird|cat|dog|horse|deer|frog)"
+_NEG = re.compile(r"\b(?:not|no|without|never|isn't|aren't|wasn't|nor|lacks?)\b(?:\W+\w+){0,2}\W*$", re.I)
+
+_PATTERNS: list[tuple[str, re.Pattern]] = [
+    ("background_colour", re.compile(rf"\b(?P<uniform>uniform(?:ly)?\s+|plain\s+|solid\s+)?{_COLOUR}(?:[\s-]+\w+)?\s+{_BG}\b", re.I)),
+    ("background_colour", re.compile(rf"\b{_BG}\s+(?:is|was|appears|seems|looks)\s+(?:mostly\s+|mainly\s+|predominantly\s+|largely\s+)?(?P<uniform>uniform(?:ly)?\s+)?{_COLOUR}\b", re.I)),
+    ("foreground_colour", re.compile(rf"\b{_COLOUR}\s+(?P<noun>{_FG_NOUNS})\b", re.I)),
+    ("foreground_colour", re.compile(rf"\b(?:object|subject|foreground|animal)\s+(?:is|was|appears)\s+(?:mostly\s+|mainly\s+)?{_COLOUR}\b", re.I)),
+    ("dark", re.compile(r"\b(?:(?:very|too|quite|rather)\s+)?(?:dark(?:ly lit)?|dim(?:ly lit)?|poorly[\s-]lit|underexposed|low[\s-]light)\b(?!\s+(?:" + _COLOUR_WORDS + r"|background|fur|coat|colou?r|object|animal|spots?|patch))", re.I)),
+    ("bright", re.compile(r"\b(?:overexposed|washed[\s-]out|(?:very|too|overly)\s+bright)\b", re.I)),
+    ("low_contrast", re.compile(r"\b(?:low|poor|weak|little)[\s-]contrast\b", re.I)),
+    ("blurry", re.compile(r"\b(?:blurry|blurred|blur|out[\s-]of[\s-]focus|fuzzy|unsharp)\b", re.I)),
+    ("cropped", re.compile(r"\b(?:cropped|cut[\s-]off|partially\s+visible|partial\s+view|only\s+part\s+of|truncated)\b", re.I)),
+]
+
+
+def _looks_like_pattern(class_names: list[str]) -> re.Pattern | None:
+    if not class_names:
+        return None
+    names = "|".join(re.escape(c) for c in sorted(class_names, key=len, reverse=True))
+    return re.compile(
+        rf"\b(?:looks?\s+(?:more\s+)?like|resembl(?:es?|ing)|similar\s+to|mistaken\s+for|could\s+(?:pass|be)\s+(?:for|as)?)"
+        rf"\s+(?:an?\s+|the\s+)?(?P<cls>{names})s?\b",
+        re.I,
+    )
+
+
+def extract_claims(text: str, class_names: list[str]) -> list[tuple[str, str, dict]]:
+    """Checkable claims in ``text`` as (kind, span, details), in text order, overlaps dropped."""
+    found: list[tuple[int, int, str, dict]] = []
+    pats = list(_PATTERNS)
+    ll = _looks_like_pattern(class_names)
+    if ll is not None:
+        pats.append(("looks_like", ll))
+        names = "|".join(re.escape(c) for c in sorted(class_names, key=len, reverse=True))
+        pats.append(("foreground_colour", re.compile(rf"\b{_COLOUR}\s+(?P<noun>{names})s?\b", re.I)))
+    for kind, pat in pats:
+        for m in pat.finditer(text):
+            if _NEG.search(text[max(0, m.start() - 40) : m.start()]):
+                continue
+            d = {k: v for k, v in m.groupdict().items() if v}
+            found.append((m.start(), m.end(), kind, d))
+    found.sort(key=lambda t: (t[0], -(t[1] - t[0])))
+    out, last_end = [], -1
+    for s, e, kind, d in found:
+        if s < last_end:
+            continue
+        out.append((kind, text[s:e], d))
+        last_end = e
+    return out
+
+
+# -- checks -------------------------------------------------------------------------------------
+
+
+def _check_colour(region: str, d: dict, ev: Mapping[str, Any]) -> tuple[str, str | None]:
+    term = COLOUR_SYNONYMS.get(d.get("colour", "").lower())
+    shares = _json(ev.get(f"{region}_colours"))
+    dominant = ev.get(f"{region}_colour")
+    if not shares and not dominant:
+        return "unverifiable", None
+    label = "border (background proxy)" if region == "border" else "centre (foreground proxy)"
+    fact = f"{label}: " + (_shares_text(shares) if shares else f"mostly {dominant}")
+    if not shares:
+        return ("consistent" if term == dominant else "unverifiable"), fact
+    share = float(shares.get(term, 0.0))
+    if share < measure.COLOUR_CONTRADICTED_SHARE:
+        return "contradicted", fact
+    if d.get("uniform") and term != dominant:
+        return "contradicted", fact
+    if share >= measure.COLOUR_CONSISTENT_SHARE:
+        return "consistent", fact
+    return "unverifiable", fact
+
+
+def _check(kind: str, d: dict, ev: Mapping[str, Any], class_names: list[str]) -> tuple[str, str | None]:
+    if kind == "background_colour":
+        return _check_colour("border", d, ev)
+    if kind == "foreground_colour":
+        return _check_colour("centre", d, ev)
+    if kind in ("dark", "bright"):
+        b, z = _num(ev.get("brightness")), _z(ev, "true", "brightness")
+        if b is None:
+            return "unverifiable", None
+        fact = f"brightness {b:.2f}" + (f" (z={z:+.1f} vs true class)" if z is not None else "")
+        if kind == "dark":
+            if b < measure.DARK_BRIGHTNESS or (z is not None and z <= -measure.TYPICAL_Z):
+                return "consistent", fact
+            if b >= 0.45 and (z is None or z > 0):
+                return "contradicted", fact
+        else:
+            if b > measure.BRIGHT_BRIGHTNESS or (z is not None and z >= measure.UNUSUAL_Z):
+                return "consistent", fact
+            if b < 0.5:
+                return "contradicted", fact
+        return "unverifiable", fact
+    if kind == "low_contrast":
+        c, z = _num(ev.get("contrast")), _z(ev, "true", "contrast")
+        if c is None:
+            return "unverifiable", None
+        fact = f"contrast {c:.3f}" + (f" (z={z:+.1f} vs true class)" if z is not None else "")
+        if c < measure.LOW_CONTRAST or (z is not None and z <= -measure.TYPICAL_Z):
+            return "consistent", fact
+        if c >= 0.18 and (z is None or z > 0):
+            return "contradicted", fact
+        return "unverifiable", fact
+    if kind == "blurry":
+        z = _z(ev, "true", "sharpness")
+        s = _num(ev.get("sharpness"))
+        if z is None:
+            return "unverifiable", None if s is None else f"sharpness {s:.2f} (no class statistics)"
+        fact = f"sharpness {s:.2f} (z={z:+.1f} vs true class)"
+        if z <= -measure.TYPICAL_Z:
+            return "consistent", fact
+        if z >= measure.TYPICAL_Z:
+            return "contradicted", fact
+        return "unverifiable", fact
+    if kind == "cropped":
+        ze, zs = _z(ev, "true", "edge_share"), _z(ev, "true", "sharpness")
+        if ze is None and zs is None:
+            return "unverifiable", None
+        fact = ", ".join(
+            x for x in (
+                f"edge share z={ze:+.1f}" if ze is not None else "",
+                f"sharpness z={zs:+.1f}" if zs is not None else "",
+            ) if x
+        )
+        if (ze is not None and ze >= measure.TYPICAL_Z) or (zs is not None and zs <= -measure.UNUSUAL_Z):
+            return "consistent", fact
+        return "unverifiable", fact
+    if kind == "looks_like":
+        name = d.get("cls", "")
+        lookup = {c.lower(): i for i, c in enumerate(class_names)}
+        cid = lookup.get(name.lower())
+        if cid is None:
+            return "unverifiable", None
+        pred = ev.get("pred")
+        nl = _list(ev.get("neighbour_labels"))
+        is_pred = pred is not None and int(pred) == cid
+        if not nl:
+            return ("consistent", f"the model predicted {class_names[cid]}") if is_pred else ("unverifiable", None)
+        share = sum(1 for c in nl if int(c) == cid) / len(nl)
+        fact = f"{round(share * len(nl))} of {len(nl)} nearest training images labelled {class_names[cid]}" + (
+            "; the model predicted it" if is_pred else ""
+        )
+        if is_pred or share >= measure.LOOKS_LIKE_SHARE:
+            return "consistent", fact
+        if share == 0:
+            return "contradicted", fact
+        return "unverifiable", fact
+    return "unverifiable", None
+
+
+def check_answer(dimensions: Mapping[str, Any], description: str | None, evidence: Mapping[str, Any] | None,
+                 class_names: list[str]) -> list[Claim]:
+    """Extract and check the claims of one answer (see the module docstring).
+
+    Parameters
+    ----------
+    dimensions : {dimension: DimensionAnswer} (anything with ``text`` and optional ``summary``)
+    description : the literal description, when the prompt asked for one
+    evidence : the failure's evidence row (dict); None -> every claim is unverifiable
+    class_names : the run's class names in id order
+
+    Returns
+    -------
+    list of Claim, numbered per dimension from 0
+    """
+    ev = evidence or {}
+    sources: list[tuple[str, str]] = []
+    if description:
+        sources.append(("description", description))
+    for dim, ans in dimensions.items():
+        texts = [getattr(ans, "text", None) if not isinstance(ans, str) else ans, getattr(ans, "summary", None)]
+        sources.append((dim, " ".join(t for t in texts if t)))
+    out: list[Claim] = []
+    counters: dict[str, int] = {}
+    for dim, text in sources:
+        for kind, span, d in extract_claims(text or "", class_names):
+            verdict, fact = _check(kind, d, ev, class_names) if ev else ("unverifiable", None)
+            i = counters.get(dim, 0)
+            counters[dim] = i + 1
+            out.append(Claim(dimension=dim, claim_index=i, kind=kind, claim=span.strip(), verdict=verdict, fact=fact))
+    return out

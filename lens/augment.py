@@ -112,7 +112,20 @@ def build(specs: Sequence[AugmentSpec], image_size: int) -> Callable | None:
         steps.append(erasing)  # erasing last, on the final geometry
     pipeline = v2.Compose(steps)
 
-    def transform(batch: "torch.Tensor") -> "torch.Tensor":
+    def transform(batch: "torch.Tensor", labels: "torch.Tensor | None" = None) -> "torch.Tensor":
         return torch.stack([pipeline(img) for img in batch])
 
     return transform
+
+
+def recommended_fixes(con, run_id: str, *, top: int = 3) -> list[dict[str, Any]]:
+    """The ``top`` rows of the ``recommendations`` view for ``run_id``, as dicts for :func:`plan`."""
+    rows = con.execute(
+        "select cluster_id, name, medoid_text, size, reviewed, purity_lower from recommendations"
+        " where run_id = ? order by rank limit ?",
+        [run_id, top],
+    ).fetchall()
+    return [
+        {"cluster_id": c, "name": n, "text": m or "", "size": s, "reviewed": r, "purity_lower": p}
+        for c, n, m, s, r, p in rows
+    ]

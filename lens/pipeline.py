@@ -156,9 +156,16 @@ def run_pipeline(
     cfg: RunConfig,
     *,
     echo: Callable[[str], None] = print,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> PipelineResult:
-    """Run every stage that is not up to date for ``cfg`` and return what happened."""
+    """Run every stage that is not up to date for ``cfg`` and return what happened.
+
+    ``progress``: progress bars on stderr (default: when stderr is a terminal).
+    """
+    if progress is None:
+        import sys
+
+        progress = sys.stderr.isatty()
     # Stage modules are imported here, not at module import: `lens --help` stays light.
     from lens.stages import cluster, embed, evidence, hypothesize, ingest, sample, train
 
@@ -231,8 +238,12 @@ def run_pipeline(
 
     # 3. evidence (resumes by itself: only failures without evidence are computed)
     def do_evidence() -> str:
-        r = evidence.run(wh, run_id=run_id, saliency=cfg.saliency, progress=progress, echo=echo)
-        return getattr(r, "message", None) or f"evidence for {getattr(r, 'computed', '?')} failures"
+        r = evidence.run(wh, run_id=run_id, saliency=cfg.saliency, progress=progress)
+        for part, why in r.skipped.items():
+            echo(f"[evidence] skipped {part}: {why}")
+        flagged = ("" if r.label_issues_failures is None
+                   else f"; {r.label_issues_failures} flagged as possible label issues")
+        return f"evidence for {r.computed} failures ({r.already} already had it){flagged}"
 
     step("evidence", (cfg.saliency, state["counts"]["failures"]), do_evidence)
 

@@ -46,7 +46,8 @@ def compare(wh, run_a, run_b, fmt):
                    .to_string(index=False))
         if len(res.clusters):
             click.echo(f"\nFailures of {res.run_a}'s clusters in {res.run_b}:")
-            click.echo(res.clusters.to_string(index=False))
+            shown = res.clusters.assign(name=res.clusters["name"].fillna("").str.slice(0, 48))
+            click.echo(shown.to_string(index=False))
         else:
             click.echo(f"\n{res.run_a} has no clusters yet (run `lens cluster --run {res.run_a}`).")
 

@@ -32,9 +32,13 @@ STRATEGIES = ["per-class", "per-pair", "lowest-confidence", "all"]  # = lens.sta
 @click.option("--image-size", default=32, show_default=True, type=click.IntRange(min=8),
               help="Images are resized to this square size once, when decoded.")
 @click.option("--force", is_flag=True, help="Replace an existing run of that name (retrain).")
+@click.option("--augment-from", default=None, metavar="RUN",
+              help="Iteration 2: turn RUN's top recommended fix clusters into augmentations and train a new run.")
+@click.option("--augment-top", default=3, show_default=True, type=click.IntRange(min=1),
+              help="How many of RUN's top recommendations to consider.")
 @click.pass_obj
 def train(wh, data, run_id, epochs, batch_size, limit_train, limit_test, device, seed, pretrained, weights,
-          head_lr, backbone_lr, image_size, force):
+          head_lr, backbone_lr, image_size, force, augment_from, augment_top):
     """Fine-tune ResNet-18 and record every prediction, failure and epoch.
 
     The reference recipe: ResNet-18 with a new head, 32x32 inputs normalised with the
@@ -52,6 +56,7 @@ def train(wh, data, run_id, epochs, batch_size, limit_train, limit_test, device,
       lens train --data ../shared/data/cifar10 --no-pretrained --run baseline
       lens train --data ../shared/data/cifar10 --no-pretrained --limit-train 2000 --limit-test 500 --epochs 1 --run quick
       lens sql "select class_name, f1 from class_metrics where run_id = 'baseline'"
+      lens train --data ../shared/data/cifar10 --no-pretrained --augment-from baseline --run augmented
     """
     from lens.stages import train as stage
 
@@ -59,6 +64,7 @@ def train(wh, data, run_id, epochs, batch_size, limit_train, limit_test, device,
         wh, data=data, run_id=run_id, epochs=epochs, batch_size=batch_size, limit_train=limit_train,
         limit_test=limit_test, device=device, seed=seed, pretrained=pretrained, weights=weights,
         head_lr=head_lr, backbone_lr=backbone_lr, image_size=image_size, force=force, echo=click.echo,
+        augment_from=augment_from, augment_top=augment_top,
     )
     if res.skipped:
         click.echo(res.message)

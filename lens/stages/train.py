@@ -405,6 +405,32 @@ def feature_table(run_id: str, split: str, example_ids: np.ndarray, labels: np.n
     })
 
 
+def _augmentation(warehouse: Warehouse, from_run: str, top: int, image_size: int, say):
+    """(transform, info) from the top recommended fix clusters of ``from_run`` (lens.augment)."""
+    from lens import augment
+
+    with warehouse.connect(read_only=True) as con:
+        exists = con.execute("select count(*) from runs where run_id = ?", [from_run]).fetchone()[0]
+        if not exists:
+            raise LensError(f"--augment-from: no run named {from_run!r}")
+        fixes = augment.recommended_fixes(con, from_run, top=top)
+    if not fixes:
+        raise LensError(
+            f"--augment-from {from_run!r}: the run has no fix clusters yet; run `lens run` (or hypothesize, "
+            f"embed and cluster) on it first"
+        )
+    specs, skipped = augment.plan(fixes, top=top)
+    for why in skipped:
+        say(f"augment: skipped {why}")
+    if not specs:
+        raise LensError(f"--augment-from {from_run!r}: none of its top {top} fix clusters maps to an augmentation "
+                        f"({'; '.join(skipped)})")
+    for spec in specs:
+        say(f"augment: {spec.kind} {spec.params} because {spec.reason}")
+    info = {"from_run": from_run, "augmentations": [s.to_dict() for s in specs], "skipped": skipped}
+    return augment.build(specs, image_size), info
+
+
 def run(
     warehouse: Warehouse,
     *,
@@ -425,6 +451,8 @@ def run(
     transform: BatchTransform | None = None,
     transform_info: dict[str, Any] | None = None,
     parent_run_id: str | None = None,
+    augment_from: str | None = None,
+    augment_top: int = 3,
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
 ) -> TrainResult:
@@ -445,8 +473,14 @@ def run(
         if val is not None and val < 1:
             raise LensError(f"{name} must be positive, got {val}")
 
+    if augment_from is not None:
+        transform, transform_info = _augmentation(warehouse, augment_from, augment_top, image_size, say)
+        parent_run_id = parent_run_id or augment_from
+
     source = open_source(data)
     run_id = run_id or default_run_id(source)
+    if augment_from is not None and run_id == augment_from:
+        raise LensError(f"--augment-from {augment_from!r} needs a new --run name for the augmented run")
     h_lr, b_lr, lr_why = effective_lrs(pretrained=pretrained, weights=weights, head_lr=head_lr,
                                        backbone_lr=backbone_lr)
     # an absolute path, so later stages (evidence) can reopen the dataset from anywhere

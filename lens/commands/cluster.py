@@ -1,0 +1,99 @@
+"""`lens embed` and `lens cluster`: sentence vectors per dimension, then named clusters."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.option("--run", "run_id", default=None, help="Run name (default: the newest run).")
+@click.option("--embedder", default="all-MiniLM-L6-v2", show_default=True,
+              help="sentence-transformers model: a name (loaded offline from the bundled copy or the "
+                   "Hugging Face cache, e.g. BAAI/bge-base-en-v1.5) or a model folder.")
+@click.option("--dimension", "dimensions", multiple=True, help="Only these dimensions (repeatable; default: all).")
+@click.option("--backend", default=None, help="Hypothesis set: backend (default: the most recent set).")
+@click.option("--model", default=None, help="Hypothesis set: model name.")
+@click.option("--prompt", default=None, help="Hypothesis set: prompt name or sha256 prefix.")
+@click.option("--batch-size", default=64, show_default=True, help="Texts per model call.")
+@click.option("--mask-classes/--no-mask-classes", default=True, show_default=True,
+              help="Replace class names with [CLASS] before embedding, so clusters group by kind of cause.")
+@click.pass_obj
+def embed(wh, run_id, embedder, dimensions, backend, model, prompt, batch_size, mask_classes):
+    """Embed each dimension of a run's hypothesis answers (cached, idempotent).
+
+    The embedded text is a dimension's one-sentence summary when it has one (data_quality's
+    verdict), else its text. Vectors are cached by (embedder, text): a rerun, or the same
+    text in another run, costs nothing.
+
+    \b
+    Example:
+      lens embed --run demo
+      lens embed --run demo --embedder BAAI/bge-base-en-v1.5 --no-mask-classes
+    """
+    from lens.stages import embed as stage
+
+    res = stage.run(
+        wh, run_id=run_id, embedder=embedder, dimensions=dimensions or None, backend=backend, model=model,
+        prompt=prompt, batch_size=batch_size, mask=mask_classes,
+    )
+    dims = ", ".join(f"{d} {n:,}" for d, n in sorted(res.per_dimension.items()))
+    click.echo(
+        f"Embedded run {res.run_id!r} with {res.embedder} ({res.dim}-d{', class names masked' if res.masked else ''}): "
+        f"{res.rows:,} answers ({dims}) from {res.backend}/{res.model} prompt {res.prompt_sha256[:12]}."
+    )
+    click.echo(
+        f"{res.unique_texts:,} distinct texts: {res.cache_hits:,} cache hits, {res.encoded:,} encoded "
+        f"in {res.seconds:.1f}s."
+    )
+
+
+@click.command()
+@click.option("--run", "run_id", default=None, help="Run name (default: the newest run).")
+@click.option("--embedder", default=None, help="Embeddings to cluster (default: the run's only embedder).")
+@click.option("--dimension", "dimensions", multiple=True, help="Only these dimensions (repeatable; default: all embedded).")
+@click.option("--k-min", default=15, show_default=True, help="Smallest k tried.")
+@click.option("--k-max", default=30, show_default=True, help="Largest k tried (clipped to answers // --min-size).")
+@click.option("--min-size", default=15, show_default=True, help="Clusters smaller than this become noise (-1).")
+@click.option("--seed", default=0, show_default=True, help="Seeds KMeans, the silhouette sample and the map.")
+@click.option("--n-init", default=3, show_default=True, help="KMeans restarts per k.")
+@click.option("--sample-size", default=5000, show_default=True, help="Silhouette measured on this many answers at most.")
+@click.option("--labeler", type=click.Choice(["ctfidf", "ollama"]), default="ctfidf", show_default=True,
+              help="How clusters are named: distinctive words + medoid sentence, or an Ollama text model.")
+@click.option("--label-model", default=None, help="Ollama model for --labeler ollama (e.g. qwen3:8b).")
+@click.option("--ollama-host", default=None, help="Ollama server (default: http://127.0.0.1:11434).")
+@click.pass_obj
+def cluster(wh, run_id, embedder, dimensions, k_min, k_max, min_size, seed, n_init, sample_size, labeler,
+            label_model, ollama_host):
+    """Cluster each embedded dimension: KMeans with k chosen by silhouette, small clusters as noise.
+
+    Every k's silhouette is kept in cluster_k_scores; see the clusters in the
+    cluster_summary view and the 2-D map in cluster_members (x, y).
+
+    \b
+    Example:
+      lens cluster --run demo
+      lens cluster --run demo --dimension visual_cause --k-min 5 --k-max 12 --min-size 10
+      lens sql "select dimension, cluster_id, size, name from cluster_summary where run_id = 'demo'"
+    """
+    from lens.stages import cluster as stage
+
+    res = stage.run(
+        wh, run_id=run_id, embedder=embedder, dimensions=dimensions or None, k_min=k_min, k_max=k_max,
+        min_size=min_size, seed=seed, n_init=n_init, sample_size=sample_size, labeler=labeler,
+        label_model=label_model, ollama_host=ollama_host,
+    )
+    for w in res.warnings:
+        click.echo(f"Warning: {w}", err=True)
+    click.echo(f"Clustered run {res.run_id!r} ({res.embedder}) in {res.seconds:.1f}s.")
+    for d in res.dimensions:
+        tried = f"k {d.k_tried[0]}-{d.k_tried[-1]}" if d.k_tried else "no k sweep"
+        sil = f", silhouette {d.silhouette:.3f}" if d.silhouette is not None else ""
+        click.echo(f"\n{d.dimension}: {d.n:,} answers, {tried}, chose k={d.k}{sil}: "
+                   f"{d.clusters} clusters, {d.noise:,} noise")
+        for note in d.notes:
+            click.echo(f"  note: {note}")
+        for cid, name in sorted(d.names.items()):
+            click.echo(f"  {cid:>3}  {name[:110]}")
+
+
+commands = [embed, cluster]

@@ -1,0 +1,347 @@
+"""``lens cluster``: group each dimension's answers by meaning, name the groups, map them.
+
+Input: a run's ``embeddings`` for one embedder (default: the only one the run has).
+Each dimension is clustered on its own (see :mod:`lens.clustering` for the steps):
+
+* KMeans (seeded, fixed ``n_init``) for every k in ``k_min..k_max``, keeping the k with
+  the best cosine silhouette (measured on a seeded sample of ``sample_size`` answers
+  when there are more). The range is clipped to ``n // min_size`` so every cluster can
+  reach ``min_size``; with fewer than ``2 * min_size`` answers everything goes in one
+  cluster. Both are reported in :attr:`DimensionResult.notes`.
+* Members of clusters smaller than ``min_size`` become noise: ``cluster_id = -1``, their
+  ``kmeans_label`` kept. Kept clusters are numbered 0, 1, ... by size.
+* Names: offline (``labeler='ctfidf'``), the three words that distinguish the cluster
+  (class-based TF-IDF over the embedded texts, ``[CLASS]`` and stop words left out) and
+  the medoid sentence: ``"dark, night, lighting: The photo is too dark to see the animal."``,
+  name_method ``'ctfidf+medoid'``. With ``labeler='ollama'`` an Ollama text model names
+  each cluster from its representatives (name_method ``'ollama:<model>'``); if the
+  server cannot be reached the stage falls back to c-TF-IDF and says so in ``warnings``.
+* ``representatives``: the 5 members nearest the centroid, nearest first (the first is
+  the medoid); ``distance``: cosine distance to the KMeans centroid; ``x``, ``y``: PCA map.
+
+Output, replacing the run's rows (only the given dimensions when ``dimensions`` is set):
+``clusters`` (one row per cluster, plus ``-1`` for noise when there is any),
+``cluster_members`` and ``cluster_k_scores`` (silhouette of every k tried, the chosen
+one marked).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
+
+from lens import clustering
+from lens.backends.embedders import canonical_name
+from lens.errors import LensError
+from lens.warehouse import Warehouse, delete_rows, insert_arrow, record_stage, require_run, utcnow
+
+LABELERS = ("ctfidf", "ollama")
+N_REPRESENTATIVES = 5
+NAME_WORDS = 3
+PLACEHOLDER = "[CLASS]"
+
+
+@dataclass
+class DimensionResult:
+    dimension: str
+    n: int
+    k_tried: list[int]
+    k: int
+    silhouette: float | None
+    clusters: int               # kept clusters (not counting noise)
+    noise: int                  # answers marked noise
+    names: dict[int, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ClusterResult:
+    run_id: str
+    embedder: str
+    dimensions: list[DimensionResult]
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _clean_name(text: str) -> str:
+    for line in text.splitlines():
+        line = re.sub(r"^(name|cluster name|label)\s*:\s*", "", line.strip(), flags=re.IGNORECASE)
+        line = line.strip().strip("\"'*`#.").strip()
+        if line:
+            return line[:80]
+    return ""
+
+
+class _OllamaNamer:
+    """Names clusters with an Ollama text model; remembers the first failure and stops asking."""
+
+    def __init__(self, model: str, host: str | None, seed: int):
+        import ollama
+
+        self.model = model
+        self.host = host or "http://127.0.0.1:11434"
+        self.client = ollama.Client(host=self.host, timeout=60)
+        self.seed = seed
+        self.failed: str | None = None
+
+    def __call__(self, texts: Sequence[str]) -> str | None:
+        if self.failed:
+            return None
+        listing = "\n".join(f"- {t}" for t in texts)
+        prompt = (
+            "These sentences explain why an image classifier got images wrong; they were grouped "
+            "together because they say similar things. [CLASS] stands for a class name.\n"
+            f"{listing}\n\nGive this group a short name (3 to 6 words) that says what kind of problem "
+            "it is, without class names. Answer with the name only."
+        )
+        try:
+            resp = self.client.chat(
+                model=self.model,
+                messages=[{"role": "user", "content": prompt}],
+                options={"temperature": 0, "seed": self.seed},
+            )
+        except Exception as exc:  # connection refused, model missing, HTTP error: fall back
+            self.failed = f"{type(exc).__name__}: {str(exc)[:200]}"
+            return None
+        name = _clean_name(resp["message"]["content"] or "")
+        return name or None
+
+
+def _load(con, run_id: str, embedder: str | None, dimensions: Sequence[str] | None):
+    have = [r[0] for r in con.execute(
+        "select distinct embedder from embeddings where run_id = ? order by embedder", [run_id]
+    ).fetchall()]
+    if not have:
+        raise LensError(f"Run {run_id!r} has no embeddings: run `lens embed --run {run_id}` first.")
+    if embedder is None:
+        if len(have) > 1:
+            raise LensError(f"Run {run_id!r} has embeddings from several embedders; pick one with --embedder: {', '.join(have)}")
+        embedder = have[0]
+    else:
+        embedder = canonical_name(embedder)
+        if embedder not in have:
+            raise LensError(f"Run {run_id!r} has no embeddings from {embedder!r}; it has: {', '.join(have)}")
+    tbl = con.execute(
+        """
+        select e.dimension, e.hypothesis_id, h.example_id, e.text, e.vector
+        from embeddings e
+        join hypotheses h on h.hypothesis_id = e.hypothesis_id
+        where e.run_id = ? and e.embedder = ?
+        order by e.dimension, e.hypothesis_id
+        """,
+        [run_id, embedder],
+    ).to_arrow_table()
+    present = sorted(set(tbl.column("dimension").to_pylist()))
+    if dimensions:
+        unknown = sorted(set(dimensions) - set(present))
+        if unknown:
+            raise LensError(f"No embeddings for dimension(s) {', '.join(unknown)}; embedded: {', '.join(present)}")
+    return embedder, tbl, [d for d in present if not dimensions or d in dimensions]
+
+
+def cluster_dimension(
+    X: np.ndarray,
+    texts: Sequence[str],
+    *,
+    k_min: int,
+    k_max: int,
+    min_size: int,
+    seed: int,
+    n_init: int,
+    sample_size: int,
+    namer: Callable[[Sequence[str]], str | None] | None = None,
+    progress=None,
+) -> dict:
+    """Cluster one dimension's vectors; returns arrays and per-cluster facts (no warehouse)."""
+    n = len(X)
+    n_distinct = len(np.unique(np.round(X, 6), axis=0)) if n else 0
+    rng = clustering.k_range(n, k_min=k_min, k_max=k_max, min_size=min_size, n_distinct=n_distinct)
+    notes = [rng.note] if rng.note else []
+    choice = clustering.choose_k(X, rng.ks, seed=seed, n_init=n_init, sample_size=sample_size, progress=progress)
+    if choice.k == 1:
+        cluster_ids = np.zeros(n, dtype=np.int64)
+    else:
+        cluster_ids = clustering.noise_filter(choice.labels, min_size)
+    noise = int((cluster_ids == -1).sum())
+    if n and noise > n / 2:
+        notes.append(
+            f"{noise} of {n} answers are noise (clusters under --min-size {min_size}); "
+            f"lower --min-size or --k-max to keep more"
+        )
+    dist = clustering.centroid_distances(X, choice.labels, choice.centers)
+    xy = clustering.map_2d(X, seed=seed)
+    kept = sorted(int(c) for c in np.unique(cluster_ids) if c >= 0)
+    clusters = {}
+    for cid in kept:
+        members = np.flatnonzero(cluster_ids == cid)
+        reps = clustering.representatives(dist, members, N_REPRESENTATIVES)
+        sil = choice.point_silhouette[members]
+        sil = sil[~np.isnan(sil)]
+        clusters[cid] = {
+            "members": members, "reps": reps, "medoid": int(reps[0]),
+            "silhouette": float(sil.mean()) if len(sil) else None,
+        }
+    docs = [" ".join(texts[i] for i in clusters[c]["members"]) for c in kept]
+    words = clustering.ctfidf_top_words(docs, n_words=NAME_WORDS, exclude=(PLACEHOLDER,)) if kept else []
+    for cid, w in zip(kept, words):
+        medoid = texts[clusters[cid]["medoid"]]
+        clusters[cid]["name"] = (", ".join(w) + ": " if w else "") + medoid
+        clusters[cid]["name_method"] = "ctfidf+medoid"
+        if namer is not None:
+            named = namer([texts[i] for i in clusters[cid]["reps"]])
+            if named:
+                clusters[cid]["name"] = named
+                clusters[cid]["name_method"] = None  # filled by the caller (labeler's method)
+    if noise:
+        members = np.flatnonzero(cluster_ids == -1)
+        sil = choice.point_silhouette[members]
+        sil = sil[~np.isnan(sil)]
+        clusters[-1] = {"members": members, "reps": None, "medoid": None, "name": "noise",
+                        "name_method": "noise", "silhouette": float(sil.mean()) if len(sil) else None}
+    return {
+        "k_tried": rng.ks if choice.k != 1 else [], "choice": choice, "cluster_ids": cluster_ids,
+        "distance": dist, "xy": xy, "clusters": clusters, "notes": notes, "noise": noise,
+    }
+
+
+def run(
+    warehouse: Warehouse,
+    *,
+    run_id: str | None = None,
+    embedder: str | None = None,
+    dimensions: Sequence[str] | None = None,
+    k_min: int = 15,
+    k_max: int = 30,
+    min_size: int = 15,
+    seed: int = 0,
+    n_init: int = 3,
+    sample_size: int = 5000,
+    labeler: str = "ctfidf",
+    label_model: str | None = None,
+    ollama_host: str | None = None,
+    progress: bool = True,
+) -> ClusterResult:
+    """Cluster every embedded dimension of a run (see the module docstring)."""
+    started = utcnow()
+    t0 = time.perf_counter()
+    if not 2 <= k_min <= k_max:
+        raise LensError(f"Need 2 <= --k-min <= --k-max, got {k_min} and {k_max}.")
+    if min_size < 1:
+        raise LensError("--min-size must be at least 1.")
+    if labeler not in LABELERS:
+        raise LensError(f"Unknown labeler {labeler!r}; choose one of {', '.join(LABELERS)}.")
+    if labeler == "ollama" and not label_model:
+        raise LensError("--labeler ollama needs --label-model NAME (an Ollama text model, e.g. qwen3:8b).")
+
+    with warehouse.connect() as con:
+        run_id = require_run(con, run_id)
+        embedder, tbl, dims = _load(con, run_id, embedder, dimensions)
+
+    namer = _OllamaNamer(label_model, ollama_host, seed) if labeler == "ollama" else None
+    method = f"ollama:{label_model}" if labeler == "ollama" else "ctfidf+medoid"
+    all_dims = tbl.column("dimension").to_numpy(zero_copy_only=False)
+    hyp = np.asarray(tbl.column("hypothesis_id").to_pylist(), dtype=object)
+    ex = tbl.column("example_id").to_numpy(zero_copy_only=False)
+    texts_all = tbl.column("text").to_pylist()
+    vec_col = tbl.column("vector").combine_chunks()
+    dims_len = pa.compute.list_value_length(vec_col).to_numpy(zero_copy_only=False)
+    if len(set(dims_len.tolist())) > 1:
+        raise LensError(f"Embeddings of {embedder!r} in run {run_id!r} have mixed lengths: rerun `lens embed`.")
+    flat = vec_col.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    all_X = flat.reshape(len(tbl), -1)
+
+    from tqdm.auto import tqdm
+
+    results: list[DimensionResult] = []
+    writes = []
+    now = utcnow()
+    for dim in dims:
+        pos = np.flatnonzero(all_dims == dim)
+        X = all_X[pos]
+        texts = [texts_all[i] for i in pos]
+        with tqdm(desc=f"cluster {dim}", unit="k", disable=None if progress else True) as bar:
+            out = cluster_dimension(
+                X, texts, k_min=k_min, k_max=k_max, min_size=min_size, seed=seed, n_init=n_init,
+                sample_size=sample_size, namer=namer, progress=bar.update,
+            )
+        choice = out["choice"]
+        cl = out["clusters"]
+        ids = sorted(cl)
+        clusters_tbl = pa.table({
+            "run_id": pa.array([run_id] * len(ids), pa.string()),
+            "dimension": pa.array([dim] * len(ids), pa.string()),
+            "cluster_id": pa.array(ids, pa.int32()),
+            "name": pa.array([cl[c]["name"] for c in ids], pa.string()),
+            "name_method": pa.array([cl[c]["name_method"] or method for c in ids], pa.string()),
+            "size": pa.array([len(cl[c]["members"]) for c in ids], pa.int32()),
+            "silhouette": pa.array([cl[c]["silhouette"] for c in ids], pa.float32()),
+            "k": pa.array([choice.k] * len(ids), pa.int32()),
+            "embedder": pa.array([embedder] * len(ids), pa.string()),
+            "representatives": pa.array(
+                [None if cl[c]["reps"] is None else [str(hyp[pos[i]]) for i in cl[c]["reps"]] for c in ids],
+                pa.list_(pa.string()),
+            ),
+            "medoid_text": pa.array([None if cl[c]["medoid"] is None else texts[cl[c]["medoid"]] for c in ids], pa.string()),
+            "created_at": pa.array([now] * len(ids), pa.timestamp("us")),
+        })
+        n = len(pos)
+        members_tbl = pa.table({
+            "run_id": pa.array([run_id] * n, pa.string()),
+            "dimension": pa.array([dim] * n, pa.string()),
+            "hypothesis_id": pa.array([str(h) for h in hyp[pos]], pa.string()),
+            "example_id": pa.array(ex[pos].astype(np.int64), pa.int64()),
+            "cluster_id": pa.array(out["cluster_ids"].astype(np.int32), pa.int32()),
+            "kmeans_label": pa.array(choice.labels.astype(np.int32), pa.int32()),
+            "distance": pa.array(out["distance"], pa.float32()),
+            "x": pa.array(out["xy"][:, 0], pa.float32()),
+            "y": pa.array(out["xy"][:, 1], pa.float32()),
+        })
+        ks = sorted(choice.scores)
+        scores_tbl = pa.table({
+            "run_id": pa.array([run_id] * len(ks), pa.string()),
+            "dimension": pa.array([dim] * len(ks), pa.string()),
+            "k": pa.array(ks, pa.int32()),
+            "silhouette": pa.array([choice.scores[k] for k in ks], pa.float32()),
+            "chosen": pa.array([k == choice.k for k in ks], pa.bool_()),
+        })
+        writes.append((dim, clusters_tbl, members_tbl, scores_tbl))
+        results.append(DimensionResult(
+            dimension=dim, n=n, k_tried=out["k_tried"], k=choice.k,
+            silhouette=choice.scores.get(choice.k), clusters=len([c for c in ids if c >= 0]),
+            noise=out["noise"], names={c: cl[c]["name"] for c in ids if c >= 0}, notes=out["notes"],
+        ))
+
+    warnings = []
+    if namer is not None and namer.failed:
+        warnings.append(
+            f"Ollama labeler unavailable at {namer.host} with model {label_model!r} ({namer.failed}); "
+            f"clusters after that were named by c-TF-IDF + medoid instead. Start it with `ollama serve` "
+            f"and `ollama pull {label_model}`, or use --labeler ctfidf."
+        )
+
+    with warehouse.transaction() as con:
+        for table in ("clusters", "cluster_members", "cluster_k_scores"):
+            if dimensions:
+                for dim in dims:
+                    delete_rows(con, table, {"run_id": run_id, "dimension": dim})
+            else:
+                delete_rows(con, table, {"run_id": run_id})
+        for _, clusters_tbl, members_tbl, scores_tbl in writes:
+            insert_arrow(con, "clusters", clusters_tbl)
+            insert_arrow(con, "cluster_members", members_tbl)
+            insert_arrow(con, "cluster_k_scores", scores_tbl)
+        record_stage(con, run_id, "cluster", started_at=started, details={
+            "embedder": embedder, "k_min": k_min, "k_max": k_max, "min_size": min_size, "seed": seed,
+            "n_init": n_init, "sample_size": sample_size, "labeler": labeler, "label_model": label_model,
+            "warnings": warnings,
+            "dimensions": {r.dimension: {"n": r.n, "k": r.k, "k_tried": r.k_tried, "silhouette": r.silhouette,
+                                         "clusters": r.clusters, "noise": r.noise, "notes": r.notes}
+                           for r in results},
+        })
+    return ClusterResult(run_id, embedder, results, warnings, time.perf_counter() - t0)

@@ -46,6 +46,9 @@ DEFAULT_LOCK_TIMEOUT = 30.0
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 _migrated: set[str] = set()
 _migrate_lock = threading.Lock()
+# DuckDB's per-process instance cache races when threads open and close the same file at
+# once ("Unique file handle conflict"): open and close connections one at a time.
+_open_close_lock = threading.Lock()
 
 
 def utcnow() -> datetime:
@@ -120,7 +123,8 @@ class Warehouse:
         delay = 0.05
         while True:
             try:
-                return duckdb.connect(str(self.path), read_only=read_only)
+                with _open_close_lock:
+                    return duckdb.connect(str(self.path), read_only=read_only)
             except (duckdb.IOException, duckdb.ConnectionException) as exc:
                 if not _is_lock_error(exc):
                     raise LensError(f"Cannot open warehouse {self.path}: {exc}") from exc
@@ -147,7 +151,8 @@ class Warehouse:
                             _migrated.add(key)
             yield con
         finally:
-            con.close()
+            with _open_close_lock:
+                con.close()
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:

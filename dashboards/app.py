@@ -1,0 +1,337 @@
+"""The Lens Dash app: ``create_app(warehouse, run_id=None, token=None) -> dash.Dash``.
+
+Pages (client-side routing through ``dcc.Location``):
+
+* ``/?run=NAME``: the dashboard (:mod:`dashboards.overview`);
+* ``/review?run=NAME&dim=D&cluster=C&pair=T-P&tag=X&unreviewed=1&hyp=ID``: the review form
+  (:mod:`dashboards.review`), filtered as the parameters say.
+
+Flask routes (images by failure id only, never by path):
+
+* ``/img/<run>/<example_id>.png``: ``failures.image_png``;
+* ``/saliency/<run>/<example_id>.png``: ``evidence.saliency_png``;
+  anything else under ``/img/`` or ``/saliency/`` (unknown ids, non-integer ids, ``..``) is 404.
+
+Access token: when ``token`` is given (``lens serve`` requires one on a non-loopback host),
+every request must carry it as ``?token=``, an ``X-Lens-Token`` header or the
+``lens_token`` cookie, which the first ``?token=`` visit sets (HttpOnly, SameSite=Strict);
+otherwise the answer is 401.
+
+Verdicts are written with :func:`lens.stages.verdicts.append` (the one validated way to
+append them). While the warehouse is held by a CLI stage the write waits (``saving…``);
+if it is still held after the lock timeout the verdict stays in the browser's local
+storage (``pending-verdicts``) and is retried every 2 s until it is stored, so a click is
+never lost. Each request opens the warehouse and closes it again.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import dash
+from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
+from dash.exceptions import PreventUpdate
+from flask import Response, abort, g, request
+
+from dashboards import overview, queries, review
+from lens.errors import DataError, WarehouseLockedError
+from lens.stages import verdicts as verdict_stage
+from lens.warehouse import Warehouse, utcnow
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+TOKEN_COOKIE = "lens_token"
+TOKEN_HEADER = "X-Lens-Token"
+WRITE_LOCK_TIMEOUT = 10.0
+
+
+def _param(q: dict[str, list[str]], key: str) -> str | None:
+    v = q.get(key)
+    return v[0] if v else None
+
+
+def parse_search(search: str | None) -> dict[str, Any]:
+    """The page parameters from a URL query string (unknown keys ignored, bad ints dropped)."""
+    q = parse_qs((search or "").lstrip("?"))
+    params: dict[str, Any] = {k: _param(q, k) for k in ("run", "dim", "pair", "tag", "hyp")}
+    try:
+        params["cluster"] = int(_param(q, "cluster")) if _param(q, "cluster") is not None else None
+    except ValueError:
+        params["cluster"] = None
+    params["unreviewed"] = _param(q, "unreviewed") in ("1", "true", "yes")
+    return params
+
+
+def _clicked(triggered: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pattern-matching ids among the triggers that were really clicked (n_clicks > 0).
+
+    Dash also triggers ALL-pattern callbacks when the components are re-rendered (n_clicks
+    0), and may merge such a trigger with a key press into one request.
+    """
+    out = []
+    for t in triggered:
+        prop_id = t.get("prop_id", "")
+        if prop_id.startswith("{") and t.get("value"):
+            out.append(json.loads(prop_id.rsplit(".", 1)[0]))
+    return out
+
+
+def _install_token_check(server, token: str) -> None:
+    expected = token.encode()
+
+    def ok(candidate: str | None) -> bool:
+        return bool(candidate) and hmac.compare_digest(candidate.encode(), expected)
+
+    @server.before_request
+    def check_token():
+        from_query = request.args.get("token")
+        if ok(from_query):
+            g.lens_set_cookie = True
+            return None
+        if ok(request.headers.get(TOKEN_HEADER)) or ok(request.cookies.get(TOKEN_COOKIE)):
+            return None
+        return Response("Lens: this server needs its access token. Open the URL that `lens serve` printed "
+                        "(it ends in ?token=...).\n", status=401, mimetype="text/plain")
+
+    @server.after_request
+    def set_cookie(resp):
+        if g.get("lens_set_cookie"):
+            resp.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict", path="/")
+        return resp
+
+
+def create_app(warehouse: Warehouse | str | Path, run_id: str | None = None, token: str | None = None) -> dash.Dash:
+    """Build the Dash app over ``warehouse``; ``run_id`` is the run shown first (default: newest)."""
+    wh = warehouse if isinstance(warehouse, Warehouse) else Warehouse(warehouse)
+    write_wh = wh if wh.memory else Warehouse(wh.path, lock_timeout=min(wh.lock_timeout, WRITE_LOCK_TIMEOUT))
+    app = dash.Dash(
+        __name__, assets_folder=str(ASSETS), title="Lens", update_title=None,
+        suppress_callback_exceptions=True, serve_locally=True,
+    )
+    server = app.server
+    if token:
+        _install_token_check(server, token)
+
+    @server.after_request
+    def security_headers(resp):
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        resp.headers.setdefault("X-Frame-Options", "DENY")
+        resp.headers.setdefault("Referrer-Policy", "no-referrer")
+        return resp
+
+    def png(kind: str, run: str, example_id: int):
+        data = queries.image(wh, kind, run, example_id)
+        if data is None:
+            abort(404)
+        return Response(data, mimetype="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+    @server.route("/img/<run>/<int:example_id>.png")
+    def failure_image(run: str, example_id: int):
+        return png("img", run, example_id)
+
+    @server.route("/saliency/<run>/<int:example_id>.png")
+    def saliency_image(run: str, example_id: int):
+        return png("saliency", run, example_id)
+
+    @server.route("/img/<path:rest>")
+    @server.route("/saliency/<path:rest>")
+    def no_image(rest: str):
+        abort(404)
+
+    app.layout = html.Div([
+        dcc.Location(id="url", refresh=False),
+        dcc.Store(id="reviewer-store", storage_type="local"),
+        dcc.Store(id="pending-verdicts", storage_type="local", data=[]),
+        html.Div(id="page"),
+    ])
+
+    def pick_run(requested: str | None) -> tuple[str | None, list[str]]:
+        runs = queries.runs(wh)
+        for cand in (requested, run_id):
+            if cand in runs:
+                return cand, runs
+        return (runs[0] if runs else None), runs
+
+    # -- routing -------------------------------------------------------------------------
+
+    @app.callback(Output("page", "children"), Input("url", "pathname"), Input("url", "search"),
+                  State("reviewer-store", "data"))
+    def render_page(pathname, search, reviewer):
+        params = parse_search(search)
+        if (pathname or "/").rstrip("/") != "/review":
+            # one connection: the requested (or default) run's overview, if it exists
+            data = queries.overview(wh, params["run"] or run_id) if (params["run"] or run_id) else None
+            if data is not None and data["metrics"]:
+                return overview.layout(data, data["runs"])
+        run, runs = pick_run(params["run"])
+        if run is None:
+            return overview.empty("The warehouse has no runs yet: start with `lens train` or `lens ingest`.")
+        if (pathname or "/").rstrip("/") == "/review":
+            return review.layout(run, params, queries.review_options(wh, run), reviewer)
+        return overview.layout(queries.overview(wh, run), runs)
+
+    @app.callback(Output("class-chart-slot", "children"), Output("confusion-slot", "children"),
+                  Output("curves-slot", "children"), Output("map-slot", "children"),
+                  Input("dashboard-run", "data"))
+    def render_graphs(run):
+        if not run:
+            raise PreventUpdate
+        data = queries.overview(wh, run)
+        points = queries.map_points(wh, run, data["dimensions"][0]) if data["dimensions"] else []
+        return overview.graphs(data, points)
+
+    @app.callback(Output("url", "search", allow_duplicate=True), Input("run-picker", "value"),
+                  State("url", "search"), prevent_initial_call=True)
+    def change_run(run, search):
+        # the dropdown reports its value when it mounts: only a different run navigates
+        if not run or run == pick_run(parse_search(search)["run"])[0]:
+            raise PreventUpdate
+        return "?" + overview.urlencode({"run": run})
+
+    @app.callback(Output("cluster-map", "figure"), Input("map-dim", "value"), State("url", "search"),
+                  prevent_initial_call=True)
+    def change_map(dim, search):
+        run, _ = pick_run(parse_search(search)["run"])
+        if not dim or run is None:
+            raise PreventUpdate
+        return overview.map_figure(queries.map_points(wh, run, dim), dim)
+
+    @app.callback(Output("url", "pathname"), Output("url", "search", allow_duplicate=True),
+                  Input("cluster-map", "clickData"), State("map-dim", "value"), State("url", "search"),
+                  prevent_initial_call=True)
+    def open_point(click, dim, search):
+        if not click or not click.get("points"):
+            raise PreventUpdate
+        hyp = click["points"][0].get("customdata")
+        if not hyp:
+            raise PreventUpdate
+        run, _ = pick_run(parse_search(search)["run"])
+        return "/review", "?" + overview.urlencode({"run": run, "hyp": hyp, "dim": dim})
+
+    # -- review: queue, navigation, dimension selection ------------------------------------
+
+    @app.callback(Output("review-state", "data"),
+                  Input("f-cluster", "value"), Input("f-pair", "value"), Input("f-tag", "value"),
+                  Input("f-unreviewed", "value"), State("review-query", "data"), State("review-state", "data"))
+    def build_queue(cluster, pair, tag, unreviewed, query, state):
+        run = query["run"]
+        cl = None
+        if cluster:
+            dim, _, cid = cluster.rpartition("|")
+            cl = (dim, int(cid))
+        pr = tuple(int(x) for x in pair.split("-")) if pair else None
+        ids = queries.queue(wh, run, cluster=cl, pair=pr, tag=tag, unreviewed=bool(unreviewed))
+        pos = 0
+        if state is None and query.get("hyp") in ids:
+            pos = ids.index(query["hyp"])
+        dims = queries.review_options(wh, run)["dimensions"] if state is None else state["dims"]
+        return {"run": run, "ids": ids, "pos": pos, "dims": dims}
+
+    @app.callback(Output("review-state", "data", allow_duplicate=True), Output("note", "value"),
+                  Input("key-nav", "data"), Input("prev", "n_clicks"), Input("next", "n_clicks"),
+                  State("review-state", "data"), prevent_initial_call=True)
+    def navigate(key, _prev, _next, state):
+        if not state or not state["ids"]:
+            raise PreventUpdate
+        if "key-nav.data" in ctx.triggered_prop_ids:
+            step = (key or {}).get("dir", 0)
+        else:
+            step = {"prev": -1, "next": 1}.get(ctx.triggered_id, 0)
+        pos = min(max(state["pos"] + int(step), 0), len(state["ids"]) - 1)
+        if pos == state["pos"]:
+            raise PreventUpdate
+        return {**state, "pos": pos}, ""
+
+    @app.callback(Output("selected-dim", "data"),
+                  Input("key-dim", "data"), Input({"type": "dim-card", "dim": ALL}, "n_clicks"),
+                  State("review-state", "data"), State("selected-dim", "data"), prevent_initial_call=True)
+    def select_dimension(key, _clicks, state, selected):
+        if not state:
+            raise PreventUpdate
+        choices = state["dims"] + [verdict_stage.OVERALL]
+        if "key-dim.data" not in ctx.triggered_prop_ids:
+            clicked = _clicked(ctx.triggered)
+            if not clicked:
+                raise PreventUpdate  # cards re-rendered (n_clicks 0), not clicked
+            return clicked[-1]["dim"]
+        key = key or {}
+        if "n" in key:
+            n = int(key["n"])
+            if not 1 <= n <= len(choices):
+                raise PreventUpdate
+            return choices[n - 1]
+        if "tab" in key:
+            cur = choices.index(selected) if selected in choices else 0
+            return choices[(cur + int(key["tab"])) % len(choices)]
+        raise PreventUpdate
+
+    @app.callback(Output("reviewer-store", "data"), Input("reviewer", "value"), prevent_initial_call=True)
+    def remember_reviewer(name):
+        return (name or "").strip()
+
+    # -- review: verdicts ---------------------------------------------------------------
+
+    @app.callback(
+        Output("verdict-tick", "data"), Output("save-status", "children"),
+        Output("pending-verdicts", "data"), Output("retry-interval", "disabled"),
+        Input("key-verdict", "data"), Input({"type": "vbtn", "dim": ALL, "v": ALL}, "n_clicks"),
+        Input("retry-interval", "n_intervals"),
+        State("review-state", "data"), State("selected-dim", "data"), State("reviewer", "value"),
+        State("note", "value"), State("pending-verdicts", "data"), State("verdict-tick", "data"),
+        running=[(Output("saving", "style"), {"display": "inline"}, {"display": "none"})],
+        prevent_initial_call=True,
+    )
+    def save_verdict(key, _clicks, _n, state, selected, reviewer, note, pending, tick):
+        records = [r for r in (pending or []) if isinstance(r, dict)]
+        new = None
+        clicked = _clicked(ctx.triggered)
+        if "key-verdict.data" in ctx.triggered_prop_ids and key:
+            new = (key.get("v"), selected or (state["dims"][0] if state and state["dims"] else verdict_stage.OVERALL))
+        elif clicked:
+            new = (clicked[-1]["v"], clicked[-1]["dim"])
+        elif "retry-interval.n_intervals" not in ctx.triggered_prop_ids:
+            raise PreventUpdate  # buttons re-rendered (n_clicks 0), not clicked
+        if new is not None:
+            if not state or not state["ids"]:
+                raise PreventUpdate
+            records.append({
+                "verdict_id": str(uuid.uuid4()), "hypothesis_id": state["ids"][state["pos"]],
+                "dimension": new[1], "verdict": new[0], "reviewer": (reviewer or "").strip() or "anonymous",
+                "note": (note or "").strip() or None, "created_at": utcnow().isoformat(),
+            })
+        if not records:
+            return no_update, no_update, [], True
+        try:
+            verdict_stage.append(write_wh, records, source="review", skip_existing=True)
+        except WarehouseLockedError:
+            return (no_update, f"saving… the warehouse is busy, {len(records)} verdict(s) waiting (retrying)",
+                    records, False)
+        except DataError as exc:
+            return tick, f"not saved: {exc}", [], True
+        last = records[-1]
+        return ((tick or 0) + 1, f"saved: {last['verdict']} on {last['dimension']} at {last['created_at'][11:19]} UTC",
+                [], True)
+
+    @app.callback(Output("failure-panel", "children"), Output("progress", "children"),
+                  Input("review-state", "data"), Input("selected-dim", "data"), Input("verdict-tick", "data"),
+                  State("reviewer", "value"))
+    def render_failure(state, selected, _tick, reviewer):
+        if not state:
+            raise PreventUpdate
+        ids = state["ids"]
+        if not ids:
+            return html.P("No failures match these filters.", className="empty"), "0 of 0"
+        item = queries.failure(wh, ids[state["pos"]], ids)
+        if item is None:
+            return html.P("This hypothesis is gone (re-run?).", className="empty"), ""
+        dims = state["dims"]
+        sel = selected if selected in dims + [verdict_stage.OVERALL] else (dims[0] if dims else verdict_stage.OVERALL)
+        progress = (f"failure {state['pos'] + 1} of {len(ids)} · {item['queue_reviewed']} of {len(ids)} reviewed"
+                    f" · dimension: {sel}")
+        return review.panel(item, dims, sel, (reviewer or "").strip() or "anonymous"), progress
+
+    return app

@@ -1,0 +1,261 @@
+"""The dashboard page: headline numbers, classes, confusion, training, spotlight, clusters, map.
+
+Every string from the warehouse (class names, model answers, cluster names) is passed to
+Dash components as plain text children, which React renders as text. Strings that go
+into Plotly figures (axis labels, hover text, legend names) are HTML-escaped first,
+because Plotly interprets a few tags in them.
+"""
+
+from __future__ import annotations
+
+import html as _html
+from typing import Any
+from urllib.parse import urlencode
+
+from dash import dcc, html
+
+PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#eeca3b", "#b279a2", "#ff9da6",
+           "#9d755d", "#bab0ac"]
+GRAPH_CONFIG = {"displaylogo": False, "responsive": True}
+
+
+def esc(text: Any) -> str:
+    """Escape text for Plotly (which renders a few HTML tags in labels)."""
+    return _html.escape("" if text is None else str(text), quote=False)
+
+
+def pct(x: float | None, digits: int = 0) -> str:
+    return "—" if x is None else f"{100 * x:.{digits}f}%"
+
+
+def review_href(run_id: str, **params: Any) -> str:
+    return "/review?" + urlencode({"run": run_id, **{k: v for k, v in params.items() if v is not None}})
+
+
+def nav(run_id: str | None, active: str) -> html.Nav:
+    q = f"?{urlencode({'run': run_id})}" if run_id else ""
+    return html.Nav(className="nav", children=[
+        html.Span("Lens", className="brand"),
+        dcc.Link("Dashboard", href="/" + q, className="active" if active == "dashboard" else "", id="nav-dashboard"),
+        dcc.Link("Review", href="/review" + q, className="active" if active == "review" else "", id="nav-review"),
+    ])
+
+
+def purity_text(c: dict[str, Any]) -> str:
+    judged = int(c["agree"]) + int(c["disagree"])
+    reviewed = f"reviewed {c['reviewed']}/{c['size']}"
+    if not judged:
+        return f"no verdicts yet · {reviewed}"
+    return (f"{pct(c['purity'])} ({c['agree']}/{judged}) · 95% CI {pct(c['purity_lower'])}–{pct(c['purity_upper'])}"
+            f" · {reviewed}")
+
+
+def _card(label: str, value: str, ident: str) -> html.Div:
+    return html.Div(className="card", id=ident, children=[html.Div(value, className="value"), html.Div(label, className="label")])
+
+
+def _table(header: list[str], rows: list[list[Any]], **kw) -> html.Table:
+    return html.Table(**kw, children=[
+        html.Thead(html.Tr([html.Th(h) for h in header])),
+        html.Tbody([html.Tr([c if not isinstance(c, (str, int, float)) else html.Td(str(c)) for c in r])
+                    for r in rows]),
+    ])
+
+
+def _td(x) -> html.Td:
+    return x if isinstance(x, html.Td) else html.Td(x)
+
+
+def class_section(data: dict[str, Any]) -> html.Section:
+    rows = [[c["class_name"], f"{c['support']:,}", f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}"]
+            for c in data["classes"]]
+    return html.Section(className="panel", children=[
+        html.H2("Classes"),
+        html.Div(className="two", children=[
+            _table(["class", "support", "precision", "recall", "F1"], rows, id="class-table", className="grid"),
+            html.Div(id="class-chart-slot", className="slot"),
+        ]),
+    ])
+
+
+def class_figure(data: dict[str, Any]) -> dict[str, Any]:
+    names = [esc(c["class_name"]) for c in data["classes"]]
+    return {
+        "data": [{"type": "bar", "name": m, "x": names, "y": [c[k] for c in data["classes"]], "marker": {"color": col}}
+                 for m, k, col in (("precision", "precision", PALETTE[0]), ("recall", "recall", PALETTE[1]),
+                                   ("F1", "f1", PALETTE[2]))],
+        "layout": {"barmode": "group", "height": 280, "margin": {"l": 40, "r": 10, "t": 10, "b": 60},
+                   "yaxis": {"range": [0, 1]}, "legend": {"orientation": "h"}},
+    }
+
+
+def confusion_figure(data: dict[str, Any]) -> dict[str, Any]:
+    k = len(data["classes"])
+    z = [[0] * k for _ in range(k)]
+    for cell in data["confusion"]:
+        if 0 <= cell["true_class"] < k and 0 <= cell["pred_class"] < k:
+            z[cell["true_class"]][cell["pred_class"]] = cell["count"]
+    names = [esc(c["class_name"]) for c in data["classes"]]
+    return {
+        "data": [{"type": "heatmap", "z": z, "x": names, "y": names, "colorscale": "Blues", "reversescale": True,
+                  "hovertemplate": "true %{y}<br>predicted %{x}<br>%{z}<extra></extra>"}],
+        "layout": {"height": 360, "margin": {"l": 80, "r": 10, "t": 10, "b": 80},
+                   "xaxis": {"title": {"text": "predicted"}}, "yaxis": {"title": {"text": "true"}, "autorange": "reversed"}},
+    }
+
+
+def curve_figures(data: dict[str, Any]) -> tuple[dict, dict]:
+    overall = [r for r in data["curve"] if r["class_id"] == -1]
+    per_class = [r for r in data["curve"] if r["class_id"] != -1]
+    epochs = [r["epoch"] for r in overall]
+    fig_all = {
+        "data": [
+            {"type": "scatter", "mode": "lines+markers", "name": "train loss", "x": epochs, "y": [r["train_loss"] for r in overall]},
+            {"type": "scatter", "mode": "lines+markers", "name": "eval loss", "x": epochs, "y": [r["eval_loss"] for r in overall]},
+            {"type": "scatter", "mode": "lines+markers", "name": "eval accuracy", "x": epochs,
+             "y": [r["eval_accuracy"] for r in overall], "yaxis": "y2"},
+        ],
+        "layout": {"height": 280, "margin": {"l": 40, "r": 40, "t": 30, "b": 40}, "title": {"text": "all classes"},
+                   "xaxis": {"title": {"text": "epoch"}, "dtick": 1},
+                   "yaxis2": {"overlaying": "y", "side": "right", "range": [0, 1]}, "legend": {"orientation": "h"}},
+    }
+    by_class: dict[int, list] = {}
+    for r in per_class:
+        by_class.setdefault(r["class_id"], []).append(r)
+    fig_cls = {
+        "data": [{"type": "scatter", "mode": "lines", "name": esc(rows[0]["class_name"]),
+                  "x": [r["epoch"] for r in rows], "y": [r["eval_loss"] for r in rows],
+                  "line": {"color": PALETTE[cid % len(PALETTE)]}} for cid, rows in sorted(by_class.items())],
+        "layout": {"height": 280, "margin": {"l": 40, "r": 10, "t": 30, "b": 40},
+                   "title": {"text": "evaluation loss per class"}, "xaxis": {"title": {"text": "epoch"}, "dtick": 1}},
+    }
+    return fig_all, fig_cls
+
+
+def spotlight_section(data: dict[str, Any]) -> html.Section:
+    run = data["run_id"]
+    tags = _table(["dimension", "tag", "answers"], [[t["dimension"], t["tag"], f"{t['n']:,}"] for t in data["tag_counts"]],
+                  id="tag-counts", className="grid")
+    rows = []
+    for c in data["candidates"]:
+        flags = f"{c['consistent']} consistent · {c['contradicted']} contradicted · {c['unverifiable']} unverifiable"
+        rows.append(html.Tr([
+            html.Td(dcc.Link(f"#{c['example_id']}", href=review_href(run, hyp=c["hypothesis_id"], dim="data_quality"))),
+            html.Td(html.Img(src=f"/img/{run}/{c['example_id']}.png", className="thumb", alt="")),
+            html.Td(f"{c['true_name']} → {c['pred_name']}"),
+            html.Td(c["text"] or ""),
+            html.Td("—" if c["label_quality"] is None else f"{c['label_quality']:.2f}"
+                    + (" (flagged)" if c["label_issue"] else "")),
+            html.Td("—" if c["neighbour_true_share"] is None else
+                    f"{pct(c['neighbour_true_share'])} true / {pct(c['neighbour_pred_share'])} pred"),
+            html.Td(flags, className="bad" if c["contradicted"] else ""),
+        ]))
+    cands = html.Table(id="annotation-candidates", className="grid", children=[
+        html.Thead(html.Tr([html.Th(h) for h in ("failure", "", "true → predicted", "reason", "label quality",
+                                                  "neighbours", "grounding")])),
+        html.Tbody(rows or [html.Tr(html.Td("No annotation-issue answers.", colSpan=7))]),
+    ])
+    return html.Section(className="panel", children=[
+        html.H2("Data-quality spotlight"),
+        html.Div(className="two", children=[html.Div([html.H3("Tags"), tags]),
+                                            html.Div([html.H3("Annotation-issue candidates"), cands])]),
+    ])
+
+
+def cluster_section(data: dict[str, Any]) -> html.Section:
+    run = data["run_id"]
+    blocks = []
+    for dim in data["dimensions"]:
+        rows = []
+        for c in (c for c in data["clusters"] if c["dimension"] == dim):
+            cid = int(c["cluster_id"])
+            name = c["name"] or ("noise" if cid == -1 else f"cluster {cid}")
+            thumbs = [html.Img(src=f"/img/{run}/{e}.png", className="thumb", alt="") for e in (c["rep_examples"] or [])[:5]]
+            rows.append(html.Tr(className="noise" if cid == -1 else "", children=[
+                html.Td(dcc.Link(name, href=review_href(run, dim=dim, cluster=cid), className="cluster-link",
+                                 id=f"cluster-link-{dim}-{cid}")),
+                html.Td(f"{c['size']:,}"),
+                html.Td(purity_text(c), className="purity", id=f"purity-{dim}-{cid}"),
+                html.Td(thumbs, className="thumbs"),
+            ]))
+        blocks.append(html.Div(className="dimension", children=[
+            html.H3(dim),
+            html.Table(className="grid cluster-grid", id=f"clusters-{dim}", children=[
+                html.Thead(html.Tr([html.Th(h) for h in ("cluster", "size", "purity so far", "representatives")])),
+                html.Tbody(rows or [html.Tr(html.Td("Not clustered yet (lens cluster).", colSpan=4))]),
+            ]),
+        ]))
+    return html.Section(className="panel", children=[html.H2("Clusters"), *blocks])
+
+
+def map_figure(points: list[dict[str, Any]], dimension: str) -> dict[str, Any]:
+    groups: dict[int, list] = {}
+    for p in points:
+        groups.setdefault(int(p["cluster_id"]), []).append(p)
+    traces = []
+    for cid, pts in sorted(groups.items()):
+        name = pts[0]["name"] or ("noise" if cid == -1 else f"cluster {cid}")
+        traces.append({
+            "type": "scatter", "mode": "markers", "name": esc(name)[:60],
+            "x": [p["x"] for p in pts], "y": [p["y"] for p in pts],
+            "customdata": [p["hypothesis_id"] for p in pts],
+            "hovertext": [f"#{p['example_id']}: {esc((p['text'] or '')[:100])}" for p in pts],
+            "hovertemplate": "%{hovertext}<extra></extra>",
+            "marker": {"size": 7, "color": "#bbbbbb" if cid == -1 else PALETTE[cid % len(PALETTE)],
+                       "line": {"width": 0}},
+        })
+    return {"data": traces, "layout": {
+        "height": 420, "margin": {"l": 10, "r": 10, "t": 30, "b": 10}, "hovermode": "closest",
+        "title": {"text": f"{esc(dimension)}: click a point to review that failure"},
+        "xaxis": {"visible": False}, "yaxis": {"visible": False}, "uirevision": dimension}}
+
+
+def layout(data: dict[str, Any], runs: list[str]) -> html.Div:
+    """The page as first shown: numbers and tables. The Plotly graphs follow in a second
+    callback (:func:`graphs`) so the tables are on screen before Plotly loads and draws."""
+    run = data["run_id"]
+    m = data["metrics"]
+    return html.Div(className="page dashboard", id="dashboard-root", children=[
+        nav(run, "dashboard"),
+        dcc.Store(id="dashboard-run", data=run),
+        html.Div(className="toolbar", children=[
+            html.Label("Run", htmlFor="run-picker"),
+            dcc.Dropdown(id="run-picker", options=[{"label": r, "value": r} for r in runs], value=run,
+                         clearable=False, className="run-picker"),
+        ]),
+        html.Div(className="cards", id="headline", children=[
+            _card("accuracy", pct(m.get("accuracy"), 1), "head-accuracy"),
+            _card("failures", f"{m.get('failures') or 0:,}", "head-failures"),
+            _card("sampled", f"{data['sampled']:,}", "head-sampled"),
+            _card("hypotheses", f"{data['hypotheses']:,}", "head-hypotheses"),
+            _card("reviewed", f"{data['reviewed']:,}", "head-reviewed"),
+        ]),
+        class_section(data),
+        html.Section(className="panel", children=[html.H2("Confusion"), html.Div(id="confusion-slot", className="slot")]),
+        html.Section(className="panel", children=[html.H2("Training"), html.Div(id="curves-slot", className="two slot")]),
+        spotlight_section(data),
+        cluster_section(data),
+        html.Section(className="panel", children=[html.H2("Map of hypotheses"), html.Div(id="map-slot", className="slot")]),
+    ])
+
+
+def graphs(data: dict[str, Any], points: list[dict[str, Any]]) -> tuple[Any, Any, Any, Any]:
+    """Children of the graph slots: class chart, confusion, training curves, cluster map."""
+    fig_all, fig_cls = curve_figures(data)
+    dims = data["dimensions"]
+    cmap = [
+        dcc.RadioItems(id="map-dim", options=[{"label": d, "value": d} for d in dims],
+                       value=dims[0] if dims else None, inline=True),
+        dcc.Graph(id="cluster-map", figure=map_figure(points, dims[0]) if dims else {}, config=GRAPH_CONFIG),
+    ] if dims else html.P("No hypotheses clustered yet (lens cluster).", className="empty")
+    return (
+        dcc.Graph(id="class-chart", figure=class_figure(data), config=GRAPH_CONFIG),
+        dcc.Graph(id="confusion", figure=confusion_figure(data), config=GRAPH_CONFIG),
+        [dcc.Graph(id="curve-all", figure=fig_all, config=GRAPH_CONFIG),
+         dcc.Graph(id="curve-class", figure=fig_cls, config=GRAPH_CONFIG)],
+        cmap,
+    )
+
+
+def empty(message: str) -> html.Div:
+    return html.Div(className="page", children=[nav(None, "dashboard"), html.P(message, className="empty")])

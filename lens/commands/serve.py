@@ -1,0 +1,124 @@
+"""`lens serve` (the dashboard and review app) and `lens verdicts export|import`."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import socket
+
+import click
+
+ENV_TOKEN = "LENS_TOKEN"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only listens on this machine (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            return all(ipaddress.ip_address(info[4][0]).is_loopback
+                       for info in socket.getaddrinfo(host, None))
+        except (OSError, ValueError):
+            return False
+
+
+@click.command()
+@click.option("--run", "run_id", default=None, help="Run shown first (default: the newest).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but loopback needs --token.")
+@click.option("--port", default=8050, show_default=True, type=int)
+@click.option("--token", default=None, envvar=ENV_TOKEN,
+              help=f"Access token every request must carry (?token=, X-Lens-Token header or the cookie the first "
+                   f"visit sets). Required off loopback; 'auto' makes one up. Env: {ENV_TOKEN}.")
+@click.option("--debug", is_flag=True, help="Dash debug mode (reloads on code changes; loopback only).")
+@click.pass_obj
+def serve(wh, run_id, host, port, token, debug):
+    """Start the dashboard and review form over the warehouse.
+
+    The app opens the warehouse per request and closes it again, so CLI stages can run
+    while it is up. Listening on anything but loopback requires an access token.
+
+    \b
+    Example:
+      lens serve --run demo                 # http://127.0.0.1:8050/
+      LENS_TOKEN=$(openssl rand -hex 16) lens serve --host 0.0.0.0
+    """
+    from lens.errors import LensError
+    from lens.warehouse import require_run
+
+    loopback = is_loopback(host)
+    if token == "auto":
+        token = secrets.token_urlsafe(24)
+    if not loopback and not token:
+        raise LensError(
+            f"Refusing to serve on {host} without an access token: anyone on the network could read and write "
+            f"reviews. Pass --token SECRET (or set {ENV_TOKEN}, or --token auto), or keep the default --host 127.0.0.1."
+        )
+    if debug and not loopback:
+        raise LensError("--debug runs arbitrary code on request errors: use it on 127.0.0.1 only.")
+    with wh.connect() as con:
+        if run_id is not None:
+            require_run(con, run_id)
+
+    from dashboards.app import create_app
+
+    app = create_app(wh, run_id=run_id, token=token)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    click.echo(f"Lens dashboard on {url}  (warehouse {wh.path}; Ctrl+C stops it)")
+    app.run(host=host, port=port, debug=debug)
+
+
+@click.group()
+def verdicts():
+    """Share review verdicts: export them for annotators, import theirs.
+
+    \b
+    Example:
+      lens verdicts export reviews.csv --run demo
+      lens verdicts import annotator-b.parquet
+    """
+
+
+@verdicts.command("export")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--run", "run_id", default=None, help="Only this run's verdicts (default: all).")
+@click.pass_obj
+def export_cmd(wh, file, run_id):
+    """Write the verdict log to FILE (.csv or .parquet), oldest first.
+
+    CSV cells a spreadsheet would run as a formula are prefixed with a quote.
+
+    \b
+    Example:
+      lens verdicts export reviews.csv --run demo
+    """
+    from lens.stages import verdicts as stage
+
+    n = stage.export(wh, file, run_id=run_id)
+    click.echo(f"Exported {n:,} verdicts to {file}.")
+
+
+@verdicts.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.pass_obj
+def import_cmd(wh, file):
+    """Append the verdicts in FILE (.csv or .parquet) after checking every row.
+
+    Needs hypothesis_id, dimension, verdict (agree/disagree/skip) and reviewer columns;
+    anything wrong and nothing is written. Verdict ids already stored are skipped.
+
+    \b
+    Example:
+      lens verdicts import annotator-b.csv
+    """
+    from lens.stages import verdicts as stage
+
+    res = stage.import_file(wh, file)
+    click.echo(f"Imported {res.written:,} verdicts from {file} ({res.skipped:,} already stored, {res.rows:,} rows).")
+
+
+commands = [serve, verdicts]

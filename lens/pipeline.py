@@ -343,12 +343,13 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"  {dim}:")
         for r in rows:
             tag = "noise" if r["cluster_id"] == -1 else f"#{r['cluster_id']}"
-            lines.append(f"    {tag:>6}  {r['size']:>4}  {r['name']}")
+            name = r["name"] or ""
+            lines.append(f"    {tag:>6}  {r['size']:>4}  {name[:100]}{'...' if len(name) > 100 else ''}")
     if summary["recommendations"]:
         lines.append("  top recommendations:")
         for r in summary["recommendations"]:
             note = (f"purity >= {r['purity_lower']:.2f}" if r["reviewed"] else "unreviewed")
-            lines.append(f"    {r['rank']}. {r['name']} ({r['size']} failures, {note})")
+            lines.append(f"    {r['rank']}. {(r['name'] or '')[:100]} ({r['size']} failures, {note})")
     return "\n".join(lines)
 
 

@@ -26,11 +26,20 @@ KEYS: dict[str, tuple[str, ...]] = {
     "cluster_k_scores": ("run_id", "dimension", "k"),
     "verdicts": ("verdict_id",),
     "stage_runs": ("run_id", "stage"),
+    "class_image_stats": ("dataset", "image_side", "class_id", "fact"),
     # views
     "class_metrics": ("run_id", "class_id"),
     "run_metrics": ("run_id",),
     "confusion": ("run_id", "true_class", "pred_class"),
     "training_curve": ("run_id", "epoch", "class_id"),
+    "cluster_summary": ("run_id", "dimension", "cluster_id"),
+    "cluster_purity": ("run_id", "dimension", "cluster_id"),
+    "data_quality_spotlight": ("run_id", "class_id", "tag"),
+    "grounding_summary": ("run_id", "backend", "model", "prompt_name"),
+    "failure_claims": ("hypothesis_id",),
+    "latest_verdicts": ("hypothesis_id", "dimension", "reviewer"),
+    "review_queue": ("hypothesis_id",),
+    "recommendations": ("run_id", "cluster_id"),
 }
 
 ACCEPTED: dict[tuple[str, str], set] = {
@@ -47,6 +56,15 @@ RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("class_metrics", "recall"): (0.0, 1.0),
     ("class_metrics", "f1"): (0.0, 1.0),
     ("run_metrics", "accuracy"): (0.0, 1.0),
+    ("cluster_purity", "purity"): (0.0, 1.0),
+    ("cluster_purity", "purity_lower"): (0.0, 1.0),
+    ("cluster_purity", "purity_upper"): (0.0, 1.0),
+    ("cluster_purity", "reviewed_share"): (0.0, 1.0),
+    ("cluster_summary", "share"): (0.0, 1.0),
+    ("evidence", "label_quality"): (0.0, 1.0),
+    ("evidence", "neighbour_true_share"): (0.0, 1.0),
+    ("evidence", "neighbour_pred_share"): (0.0, 1.0),
+    ("evidence", "saliency_centre_share"): (0.0, 1.0),
     ("predictions", "confidence"): (0.0, 1.0 + 1e-6),
     ("failures", "confidence"): (0.0, 1.0 + 1e-6),
 }

@@ -170,6 +170,12 @@ def create_app(warehouse: Warehouse | str | Path, run_id: str | None = None, tok
         run, runs = pick_run(params["run"])
         if run is None:
             return overview.empty("The warehouse has no runs yet: start with `lens train` or `lens ingest`.")
+        if (pathname or "/").rstrip("/") == "/compare":
+            q = parse_qs((search or "").lstrip("?"))
+            a = _param(q, "a") if _param(q, "a") in runs else run
+            b = _param(q, "b") if _param(q, "b") in runs else next((r for r in runs if r != a), None)
+            data = queries.compare(wh, a, b) if b and b != a else None
+            return overview.compare_layout(runs, a, b, data)
         if (pathname or "/").rstrip("/") == "/review":
             return review.layout(run, params, queries.review_options(wh, run), reviewer)
         return overview.layout(queries.overview(wh, run), runs)
@@ -191,6 +197,14 @@ def create_app(warehouse: Warehouse | str | Path, run_id: str | None = None, tok
         if not run or run == pick_run(parse_search(search)["run"])[0]:
             raise PreventUpdate
         return "?" + overview.urlencode({"run": run})
+
+    @app.callback(Output("url", "search", allow_duplicate=True), Input("compare-a", "value"),
+                  Input("compare-b", "value"), State("url", "search"), prevent_initial_call=True)
+    def change_compare(a, b, search):
+        q = parse_qs((search or "").lstrip("?"))
+        if not a or not b or (a == _param(q, "a") and b == _param(q, "b")):
+            raise PreventUpdate
+        return "?" + overview.urlencode({"a": a, "b": b})
 
     @app.callback(Output("cluster-map", "figure"), Input("map-dim", "value"), State("url", "search"),
                   prevent_initial_call=True)

@@ -38,6 +38,8 @@ def nav(run_id: str | None, active: str) -> html.Nav:
         html.Span("Lens", className="brand"),
         dcc.Link("Dashboard", href="/" + q, className="active" if active == "dashboard" else "", id="nav-dashboard"),
         dcc.Link("Review", href="/review" + q, className="active" if active == "review" else "", id="nav-review"),
+        dcc.Link("Compare", href="/compare" + (f"?{urlencode({'a': run_id})}" if run_id else ""),
+                 className="active" if active == "compare" else "", id="nav-compare"),
     ])
 
 
@@ -234,9 +236,95 @@ def layout(data: dict[str, Any], runs: list[str]) -> html.Div:
         html.Section(className="panel", children=[html.H2("Confusion"), html.Div(id="confusion-slot", className="slot")]),
         html.Section(className="panel", children=[html.H2("Training"), html.Div(id="curves-slot", className="two slot")]),
         spotlight_section(data),
+        recommendations_section(data),
         cluster_section(data),
         html.Section(className="panel", children=[html.H2("Map of hypotheses"), html.Div(id="map-slot", className="slot")]),
     ])
+
+
+def recommendations_section(data: dict[str, Any]) -> html.Section:
+    """Fix clusters ranked by size x reviewed purity (the `recommendations` view)."""
+    recs = data.get("recommendations") or []
+    run = data["run_id"]
+    if not recs:
+        body: Any = html.P("No fix clusters yet (lens cluster).", className="empty")
+    else:
+        rows = []
+        for r in recs:
+            purity = (f"{pct(r['purity'])} · 95% CI {pct(r['purity_lower'])}–{pct(r['purity_upper'])}"
+                      if r["reviewed"] else "unreviewed")
+            rows.append(html.Tr([
+                html.Td(str(r["rank"])),
+                html.Td(dcc.Link(r["name"] or f"cluster {r['cluster_id']}",
+                                 href=review_href(run, dim="fix", cluster=r["cluster_id"]))),
+                html.Td(str(r["size"])),
+                html.Td(purity),
+                html.Td(r["medoid_text"] or "", className="muted"),
+            ]))
+        body = html.Table(id="recommendations", className="table", children=[
+            html.Thead(html.Tr([html.Th(h) for h in ("#", "fix cluster", "failures", "purity", "typical answer")])),
+            html.Tbody(rows),
+        ])
+    return html.Section(className="panel", children=[
+        html.H2("Recommendations"),
+        html.P("Fix clusters ranked by size x the lower bound of reviewed purity; unreviewed ones follow by size. "
+               "Your verdicts move them.", className="muted"),
+        body,
+    ])
+
+
+def compare_layout(runs: list[str], a: str | None, b: str | None, data: dict[str, Any] | None) -> html.Div:
+    """The compare page: pick two runs; per-class F1 deltas and how run A's clusters fared in B."""
+    pickers = html.Div(className="toolbar", children=[
+        html.Label("Run A", htmlFor="compare-a"),
+        dcc.Dropdown(id="compare-a", options=[{"label": r, "value": r} for r in runs], value=a, clearable=False,
+                     className="run-picker"),
+        html.Label("Run B", htmlFor="compare-b"),
+        dcc.Dropdown(id="compare-b", options=[{"label": r, "value": r} for r in runs], value=b, clearable=False,
+                     className="run-picker"),
+    ])
+    children: list[Any] = [nav(a, "compare"), pickers]
+    if data is None:
+        children.append(html.P("Pick two different runs evaluated on the same examples.", className="empty"))
+        return html.Div(className="page compare", children=children)
+    classes = data["classes"]
+    fig = {"data": [{"type": "bar", "x": [esc(c["class_name"]) for c in classes],
+                     "y": [c["f1_delta"] for c in classes],
+                     "marker": {"color": ["#54a24b" if (c["f1_delta"] or 0) >= 0 else "#e45756" for c in classes]}}],
+           "layout": {"height": 300, "margin": {"l": 40, "r": 10, "t": 30, "b": 40},
+                      "title": {"text": f"F1 change per class ({esc(data['b'])} minus {esc(data['a'])})"}}}
+    f3 = lambda v: "—" if v is None else f"{v:+.3f}"  # noqa: E731
+    children += [
+        html.Div(className="cards", children=[
+            _card(f"accuracy {data['a']}", pct(data["accuracy_a"], 1), "compare-acc-a"),
+            _card(f"accuracy {data['b']}", pct(data["accuracy_b"], 1), "compare-acc-b"),
+        ]),
+        html.Section(className="panel", children=[
+            html.H2("Per class"),
+            dcc.Graph(id="compare-f1", figure=fig, config=GRAPH_CONFIG),
+            html.Table(id="compare-classes", className="table", children=[
+                html.Thead(html.Tr([html.Th(h) for h in ("class", "F1 A", "F1 B", "F1 change", "recall change",
+                                                         "precision change")])),
+                html.Tbody([html.Tr([html.Td(c["class_name"]), html.Td(f"{c['f1_a'] or 0:.3f}"),
+                                     html.Td(f"{c['f1_b'] or 0:.3f}"), html.Td(f3(c["f1_delta"])),
+                                     html.Td(f3(c["recall_delta"])), html.Td(f3(c["precision_delta"]))])
+                            for c in classes]),
+            ]),
+        ]),
+        html.Section(className="panel", children=[
+            html.H2(f"How the failures of {data['a']}'s clusters fared in {data['b']}"),
+            html.Table(id="compare-clusters", className="table", children=[
+                html.Thead(html.Tr([html.Th(h) for h in ("dimension", "cluster", "failures", "fixed",
+                                                         "same mistake", "other mistake", "fixed share")])),
+                html.Tbody([html.Tr([html.Td(c["dimension"]), html.Td(c["name"] or str(c["cluster_id"])),
+                                     html.Td(str(c["failures_a"])), html.Td(str(c["fixed_in_b"])),
+                                     html.Td(str(c["same_mistake_in_b"])), html.Td(str(c["other_mistake_in_b"])),
+                                     html.Td(pct(c["fixed_share"]))])
+                            for c in data["clusters"]]),
+            ]) if data["clusters"] else html.P(f"{data['a']} has no clusters yet.", className="empty"),
+        ]),
+    ]
+    return html.Div(className="page compare", children=children)
 
 
 def graphs(data: dict[str, Any], points: list[dict[str, Any]]) -> tuple[Any, Any, Any, Any]:

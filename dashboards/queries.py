@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lens.warehouse import Warehouse
+from lens.warehouse import Warehouse, load_query
 
 REFERENCE_ORDER = ("data_quality", "visual_cause", "fix")
 
@@ -98,7 +98,26 @@ def overview(wh: Warehouse, run_id: str) -> dict[str, Any]:
             """,
             [run_id],
         )
+        out["recommendations"] = _rows(
+            con,
+            "select rank, cluster_id, name, size, reviewed, purity, purity_lower, purity_upper, medoid_text"
+            " from recommendations where run_id = ? order by rank limit 10",
+            [run_id],
+        )
     return out
+
+
+def compare(wh: Warehouse, run_a: str, run_b: str) -> dict[str, Any]:
+    """Per-class F1 deltas and per-cluster outcomes of run_a's failures in run_b (sql/queries)."""
+    params = {"a": run_a, "b": run_b}
+    with wh.connect() as con:
+        acc = dict(con.execute("select run_id, accuracy from run_metrics where run_id in (?, ?)",
+                               [run_a, run_b]).fetchall())
+        return {
+            "a": run_a, "b": run_b, "accuracy_a": acc.get(run_a), "accuracy_b": acc.get(run_b),
+            "classes": _rows(con, load_query("compare_classes"), params),
+            "clusters": _rows(con, load_query("compare_clusters"), params),
+        }
 
 
 def map_points(wh: Warehouse, run_id: str, dimension: str) -> list[dict[str, Any]]:

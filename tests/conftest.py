@@ -65,3 +65,49 @@ def cifar_dir() -> Path:
     if path is None:
         pytest.fail("CIFAR-10 Parquet folder not found: expected ../shared/data/cifar10 or $LENS_DATA")
     return path
+
+
+# -- browser tests (pytest-playwright driving Debian's chromium; see design.md "Browser tests") --
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    if not Path(CHROMIUM).exists():
+        # ./setup.sh installs it; a missing browser is a failure, never a silent skip
+        pytest.fail("Debian chromium is not installed: run ./setup.sh (apt-get install chromium)")
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args):
+    return {**browser_context_args, "viewport": {"width": 1200, "height": 800}}
+
+
+@pytest.fixture
+def live_app():
+    """Serve a Dash app's Flask server on 127.0.0.1, port 0, in a thread: ``url = live_app(app)``."""
+    import logging
+    import threading
+
+    from werkzeug.serving import make_server
+
+    servers = []
+
+    def start(app) -> str:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        server = make_server("127.0.0.1", 0, app.server, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{server.server_port}"
+
+    yield start
+    for server, thread in servers:
+        server.shutdown()
+        thread.join(5)

@@ -26,21 +26,6 @@ CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args):
-    if not Path(CHROMIUM).exists():
-        # ./setup.sh installs it; on CI a missing browser is a failure, never a silent skip
-        pytest.fail("Debian chromium is not installed: run ./setup.sh (apt-get install chromium)")
-    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": [
-        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]}
-
-
-@pytest.fixture(scope="session")
-def browser_context_args(browser_context_args):
-    return {**browser_context_args, "viewport": {"width": 1200, "height": 800}}
-
-
 @pytest.fixture(scope="module")
 def seeded_wh(tmp_path_factory):
     wh = Warehouse(tmp_path_factory.mktemp("dash") / "lens.duckdb", lock_timeout=10)

@@ -42,6 +42,8 @@ DEFAULT_PATH = "warehouse/lens.duckdb"
 ENV_PATH = "LENS_WAREHOUSE"
 ENV_LOCK_TIMEOUT = "LENS_LOCK_TIMEOUT"
 DEFAULT_LOCK_TIMEOUT = 30.0
+#: rows per Arrow record batch handed to DuckDB (its row-group size), for parallel inserts
+ARROW_CHUNK = 122_880
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 _migrated: set[str] = set()
@@ -296,6 +298,12 @@ def insert_arrow(con: duckdb.DuckDBPyConnection, table: str, data: Any) -> int:
     n = data.num_rows if hasattr(data, "num_rows") else len(data)
     if n == 0:
         return 0
+    if hasattr(data, "to_batches") and n > ARROW_CHUNK:
+        # DuckDB scans an Arrow table in parallel by record batch: one huge chunk would be
+        # inserted by a single thread. Slicing is zero-copy.
+        import pyarrow as pa
+
+        data = pa.Table.from_batches(data.to_batches(max_chunksize=ARROW_CHUNK), schema=data.schema)
     view = f"_lens_src_{threading.get_ident()}"
     con.register(view, data)
     try:

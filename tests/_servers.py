@@ -26,6 +26,16 @@ Replies (used in order; when none is scripted, ``default`` (``Reply.valid()``) a
 * ``Reply.http(status, message)`` -- an error status with ``{"error": message}``.
 * ``Reply.drop()`` -- close the connection without answering.
 * ``Reply.slow(seconds, then=None)`` -- wait, then answer like ``then`` (default valid).
+* ``Reply.truncated()`` -- a valid reply's headers with a ``Content-Length`` larger than the
+  body, half the body, then the connection closes.
+* ``Reply.raw(body, content_type="text/html", status=200)`` -- any body with any content
+  type (a proxy's HTML page, ...), not the API's JSON envelope.
+* ``Reply.valid(answer, content_type="text/html")`` -- the API's normal JSON envelope, sent
+  under another ``Content-Type`` header.
+
+``OllamaServer(port=P)`` listens on a given port (e.g. to come back where a closed one was).
+``srv.kill()`` dies like a crashed process: it stops listening and cuts every open
+connection (``close()`` alone lets kept-alive connections linger).
 
 Every chat request first waits ``latency`` seconds holding one of ``slots`` parallel
 slots (None = unlimited), like ``OLLAMA_NUM_PARALLEL``.
@@ -53,17 +63,18 @@ __all__ = ["LoopbackServer", "OllamaServer", "OpenAIServer", "Reply", "answer_fr
 
 @dataclass(frozen=True)
 class Reply:
-    kind: str  # 'valid' | 'text' | 'http' | 'drop' | 'slow'
+    kind: str  # 'valid' | 'text' | 'http' | 'drop' | 'slow' | 'truncated' | 'raw'
     content: str | None = None
     answer: Any = None
     status: int = 200
     message: str = ""
     seconds: float = 0.0
     then: "Reply | None" = None
+    content_type: str | None = None  # header of the reply (None: application/json)
 
     @staticmethod
-    def valid(answer: Any = None) -> "Reply":
-        return Reply("valid", answer=answer)
+    def valid(answer: Any = None, content_type: str | None = None) -> "Reply":
+        return Reply("valid", answer=answer, content_type=content_type)
 
     @staticmethod
     def text(content: str) -> "Reply":
@@ -84,6 +95,14 @@ class Reply:
     @staticmethod
     def slow(seconds: float, then: "Reply | None" = None) -> "Reply":
         return Reply("slow", seconds=seconds, then=then)
+
+    @staticmethod
+    def truncated() -> "Reply":
+        return Reply("truncated")
+
+    @staticmethod
+    def raw(body: str, content_type: str = "text/html", status: int = 200) -> "Reply":
+        return Reply("raw", content=body, content_type=content_type, status=status)
 
 
 def answer_from_schema(schema: dict[str, Any] | None, n: int) -> dict[str, Any]:
@@ -133,7 +152,8 @@ class LoopbackServer:
     """Base: threading, scripting, bookkeeping. Subclasses route paths and shape replies."""
 
     def __init__(self, *, latency: float = 0.0, slots: int | None = None, default: Reply | None = None,
-                 schema: dict[str, Any] | None = None):
+                 schema: dict[str, Any] | None = None, port: int = 0):
+        self.requested_port = port
         self.latency = latency
         self.slots = threading.BoundedSemaphore(slots) if slots else None
         self.default = default or Reply.valid()
@@ -151,6 +171,7 @@ class LoopbackServer:
         self._n = 0
         self._httpd: _Quiet | None = None
         self._thread: threading.Thread | None = None
+        self._connections: set[socket.socket] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -178,7 +199,7 @@ class LoopbackServer:
             def do_POST(self):
                 server._dispatch(self, "POST", self._body())
 
-        self._httpd = _Quiet(("127.0.0.1", 0), Handler)
+        self._httpd = _Quiet(("127.0.0.1", self.requested_port), Handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=f"{type(self).__name__}", daemon=True)
         self._thread.start()
@@ -190,6 +211,17 @@ class LoopbackServer:
             self._httpd.shutdown()
             self._httpd.server_close()
             self._httpd = None
+
+    def kill(self) -> None:
+        """Stop listening and cut every connection at once, like a crashed server."""
+        self.close()
+        with self._lock:
+            conns, self._connections = list(self._connections), set()
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def __enter__(self):
         return self.start()
@@ -246,6 +278,7 @@ class LoopbackServer:
 
     def _dispatch(self, h: BaseHTTPRequestHandler, method: str, body: Any) -> None:
         with self._lock:
+            self._connections.add(h.connection)
             headers = {k.lower(): v for k, v in h.headers.items()}
             self.requests.append({"method": method, "path": h.path, "headers": headers, "body": body})
         try:
@@ -307,35 +340,79 @@ class LoopbackServer:
         if reply.kind == "http":
             self.send_error_reply(h, reply.status, reply.message)
             return
+        if reply.kind == "raw":
+            send_bytes(h, reply.status, (reply.content or "").encode(), reply.content_type or "text/html")
+            return
+        cut = reply.kind == "truncated"
+        if cut:  # a valid reply, cut short: not counted as served
+            h.wfile = _Truncating(h)
+            reply = Reply.valid()
         if reply.kind == "valid":
             answer = reply.answer if reply.answer is not None else answer_from_schema(self.request_schema(body), n)
             content = answer if isinstance(answer, str) else json.dumps(answer)
         else:
             content = reply.content or ""
-        with self._lock:
-            self.served.append((body, content))
-        self.send_chat_reply(h, body, content)
+        if not cut:
+            with self._lock:
+                self.served.append((body, content))
+        self.send_chat_reply(h, body, content, content_type=reply.content_type)
 
     # -- helpers for subclasses --------------------------------------------------------------------
 
     def request_schema(self, body: Any) -> dict[str, Any] | None:
         return self.schema
 
-    def send_chat_reply(self, h, body: Any, content: str) -> None:  # pragma: no cover - abstract
+    def send_chat_reply(self, h, body: Any, content: str, content_type: str | None = None) -> None:  # pragma: no cover
         raise NotImplementedError
 
     def send_error_reply(self, h, status: int, message: str) -> None:
         send_json(h, status, {"error": message})
 
 
-def send_json(h: BaseHTTPRequestHandler, status: int, obj: Any) -> None:
-    data = json.dumps(obj).encode()
+def send_json(h: BaseHTTPRequestHandler, status: int, obj: Any, content_type: str | None = None) -> None:
+    send_bytes(h, status, json.dumps(obj).encode(), content_type or "application/json")
+
+
+def send_bytes(h: BaseHTTPRequestHandler, status: int, data: bytes, content_type: str) -> None:
     h.send_response(status)
-    h.send_header("Content-Type", "application/json")
+    h.send_header("Content-Type", content_type)
     h.send_header("Content-Length", str(len(data)))
     h.end_headers()
     h.wfile.write(data)
     h.wfile.flush()
+
+
+class _Truncating:
+    """A handler's ``wfile`` that announces more body than it sends, then hangs up.
+
+    Headers pass through; the body (the write after the blank line) is cut in half and
+    its ``Content-Length`` header raised by 1,000 bytes, then the socket is shut down.
+    """
+
+    def __init__(self, h: BaseHTTPRequestHandler):
+        self.h = h
+        self.inner = h.wfile
+
+    def write(self, data: bytes) -> int:
+        if b"Content-Length:" in data and b"\r\n\r\n" in data:  # the buffered header block
+            head, _, rest = data.partition(b"Content-Length: ")
+            num, _, tail = rest.partition(b"\r\n")
+            data = head + b"Content-Length: " + str(int(num) + 1000).encode() + b"\r\n" + tail
+            return self.inner.write(data)
+        self.inner.write(data[: max(1, len(data) // 2)])
+        self.inner.flush()
+        self.h.close_connection = True
+        try:
+            self.h.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        return len(data)
+
+    def flush(self) -> None:
+        try:
+            self.inner.flush()
+        except OSError:
+            pass
 
 
 def _message_text(body: Any) -> str:
@@ -386,12 +463,12 @@ class OllamaServer(LoopbackServer):
         fmt = (body or {}).get("format")
         return fmt if isinstance(fmt, dict) else self.schema
 
-    def send_chat_reply(self, h, body, content):
+    def send_chat_reply(self, h, body, content, content_type=None):
         send_json(h, 200, {
             "model": (body or {}).get("model", ""), "created_at": "2025-01-01T00:00:00Z",
             "message": {"role": "assistant", "content": content}, "done": True, "done_reason": "stop",
             "total_duration": int(self.latency * 1e9), "eval_count": 1,
-        })
+        }, content_type)
 
 
 class OpenAIServer(LoopbackServer):
@@ -436,13 +513,13 @@ class OpenAIServer(LoopbackServer):
     def send_error_reply(self, h, status, message):
         send_json(h, status, {"error": {"message": message, "type": "server_error"}})
 
-    def send_chat_reply(self, h, body, content):
+    def send_chat_reply(self, h, body, content, content_type=None):
         send_json(h, 200, {
             "id": f"chatcmpl-{len(self.served)}", "object": "chat.completion", "created": int(time.time()),
             "model": (body or {}).get("model", ""),
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-        })
+        }, content_type)
 
 
 def _main(argv: list[str]) -> None:

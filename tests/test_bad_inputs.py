@@ -130,3 +130,61 @@ def test_unknown_label_in_dataset(tmp_path):
 
     with pytest.raises(DataError, match=r"labels out of range 0..1: row 0 \(label 12\)"):
         open_source(path).labels("test")
+
+
+# -- the same faults through CSV, and through `lens train` -------------------------------------
+
+CSV_CASES = {  # name -> (csv text, words in the error)
+    "nan probability": ("id,label,prob_a,prob_b\n1,a,0.5,0.5\n2,b,nan,1.0\n", ["NaN or infinite", "row 2"]),
+    "empty probability": ("id,label,prob_a,prob_b\n1,a,0.5,0.5\n2,b,,1.0\n", ["NaN or infinite", "row 2"]),
+    "infinite probability": ("id,label,prob_a,prob_b\n1,a,inf,0.5\n", ["NaN or infinite", "row 1"]),
+    "duplicate ids": ("id,label,prob_a,prob_b\n1,a,0.5,0.5\n2,b,0.4,0.6\n1,a,0.5,0.5\n",
+                      ["duplicate ids", "row 1 (1)", "row 3 (1)"]),
+    "duplicate string ids": ("id,label,pred,confidence\nx.jpg,a,b,0.5\nx.jpg,b,b,0.5\n",
+                             ["duplicate ids", "row 2 ('x.jpg')"]),
+    "nan confidence": ("id,label,pred,confidence\n1,a,b,0.5\n2,a,b,NaN\n", ["'confidence'", "row 2 (nan)"]),
+    "unknown label": ("id,label,pred,confidence\n1,a,b,0.5\n2,zebra,b,0.5\n", ["unknown classes", "zebra"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CSV_CASES))
+def test_csv_bad_values_are_rejected_and_nothing_written(cli, tmp_path, case):
+    text, words = CSV_CASES[case]
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    out = cli("ingest", "--predictions", str(path), "--classes", "a,b", expect=1)
+    for w in words:
+        assert w in out.output, out.output
+    assert "Traceback" not in out.output
+    assert _counts(cli.wh) == [0, 0, 0]
+
+
+def _image_folder(root, corpus, bad: str | None):
+    for split, n in (("train", 3), ("test", 2)):
+        for cls in ("cat", "dog"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                (root / split / cls / f"{i}.png").write_bytes((corpus / "good.png").read_bytes())
+    if bad:
+        (root / "train" / "dog" / bad).write_bytes((corpus / bad).read_bytes())
+
+
+@pytest.mark.parametrize("bad,expected", [("empty.png", "empty image (0 bytes)"),
+                                          ("text.png", "not a readable image"),
+                                          ("bomb.png", "decompression bomb"),
+                                          (None, None)])
+def test_train_on_an_image_folder_with_a_bad_file_stops_before_training(cli, corpus, tmp_path, bad, expected):
+    root = tmp_path / "folder"
+    _image_folder(root, corpus, bad)
+    if bad is None:  # the control: the same folder without the bad file trains
+        cli("train", "--data", str(root), "--no-pretrained", "--epochs", "1", "--batch-size", "2", "--image-size", "16")
+        assert _counts(cli.wh) == [1, 4, cli.wh.query("select count(*) n from failures").n[0]]
+        return
+    out = cli("train", "--data", str(root), "--no-pretrained", "--epochs", "1", "--batch-size", "2", expect=1)
+    assert bad in out.output and expected in out.output, out.output
+    assert "Training ResNet-18" not in out.output and "Traceback" not in out.output  # no epoch started
+    with cli.wh.connect() as con:
+        assert [con.execute(f"select count(*) from {t}").fetchone()[0]
+                for t in ("runs", "predictions", "failures", "features", "training_log", "stage_runs")] == [0] * 6
+    art = cli.wh.path.parent / "artifacts"
+    assert not art.exists() or not any(art.rglob("*.pt*"))  # no checkpoint either

@@ -10,6 +10,11 @@ A subclass implements :meth:`ChatBackend.send` (one HTTP request -> the reply te
 * a reply that is not JSON, or JSON that breaks the prompt's schema, gets one repair
   request (the conversation so far plus the validation error); if that is still unusable
   the answer is stored as ``invalid`` with both errors;
+* a reply that is not the API's JSON at all (an HTML page from a proxy, a truncated
+  body) is a transport fault like the others: retried, then ``error`` with its start;
+* a reply over ``MAX_REPLY_CHARS`` characters (a runaway generation, a misrouted download)
+  is not parsed and gets no repair request (that would send it back): ``invalid``, with
+  only its first ``KEPT_CHARS`` characters kept in ``raw_response``;
 * ``attempts`` counts every request sent, ``latency_s`` the seconds spent waiting on them.
 """
 
@@ -35,6 +40,10 @@ DEFAULT_TIMEOUT = 120.0
 DEFAULT_RETRIES = 3
 DEFAULT_BACKOFF = 1.0
 RESAMPLE = ("bicubic", "nearest")
+#: longest reply parsed; a valid answer is a few KB (a long <think> block tens of KB)
+MAX_REPLY_CHARS = 256 * 1024
+#: characters of an oversized reply kept as its raw_response
+KEPT_CHARS = 4096
 
 
 def prepare_image(png: bytes, size: int = DEFAULT_IMAGE_SIZE, resample: str = "bicubic", *,
@@ -84,6 +93,25 @@ def repair_message(error: str) -> str:
 
 class TransportError(Exception):
     """A request that did not produce a reply (after classification by the backend)."""
+
+
+class BadReply(Exception):
+    """The server answered, but not with the API's JSON (raised by a backend's ``send``).
+
+    Retried like a transport fault; its text is the stored error.
+    """
+
+
+def oversized(text: str) -> HypothesisAnswer | None:
+    """The ``invalid`` answer for a reply over :data:`MAX_REPLY_CHARS`, else None."""
+    if len(text) <= MAX_REPLY_CHARS:
+        return None
+    return HypothesisAnswer(
+        status="invalid", raw_response=text[:KEPT_CHARS], attempts=0,
+        error=(f"the reply has {len(text):,} characters, over the {MAX_REPLY_CHARS:,}-character limit "
+               f"(a runaway generation?): not parsed, no repair asked; raw_response keeps its first "
+               f"{KEPT_CHARS:,} characters"),
+    )
 
 
 class ChatBackend(Hypothesizer):
@@ -234,7 +262,7 @@ class ChatBackend(Hypothesizer):
                 return text, None, attempt, waited + time.perf_counter() - start
             except Exception as exc:  # classified below; unknown ones are fatal
                 waited += time.perf_counter() - start
-                transient, last = self.classify(exc)
+                transient, last = (True, str(exc)) if isinstance(exc, BadReply) else self.classify(exc)
                 if not transient:
                     return None, last, attempt, waited
             if attempt < self.retries:
@@ -256,6 +284,10 @@ class ChatBackend(Hypothesizer):
         text, err, attempts, waited = self._send_with_retries(messages, prompt, image)
         if text is None:
             return HypothesisAnswer(status="error", error=err, attempts=attempts, latency_s=waited)
+        big = oversized(text)
+        if big is not None:
+            big.attempts, big.latency_s = attempts, waited
+            return big
         try:
             dims, description = parse_answer(text, prompt)
             return HypothesisAnswer("ok", dims, description, text, latency_s=waited, attempts=attempts)
@@ -271,6 +303,11 @@ class ChatBackend(Hypothesizer):
                 status="error", raw_response=text, attempts=attempts, latency_s=waited,
                 error=f"invalid answer ({first_error}); the repair request failed: {err2}",
             )
+        big = oversized(text2)
+        if big is not None:
+            big.attempts, big.latency_s = attempts, waited
+            big.error = f"invalid answer ({first_error}); the repair reply: {big.error}"
+            return big
         try:
             dims, description = parse_answer(text2, prompt)
             return HypothesisAnswer("ok", dims, description, text2, latency_s=waited, attempts=attempts)

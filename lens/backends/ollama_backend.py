@@ -19,7 +19,7 @@ import os
 from typing import Any
 
 from lens.backends.base import register
-from lens.backends.chat import ChatBackend, prompt_schema
+from lens.backends.chat import BadReply, ChatBackend, prompt_schema
 from lens.errors import LensError
 from lens.prompts import Prompt
 
@@ -134,6 +134,9 @@ class OllamaBackend(ChatBackend):
             kwargs["think"] = False
         try:
             response = self.client.chat(**kwargs)
+        except ValueError as exc:  # the body is not JSON (json.JSONDecodeError): an HTML page, ...
+            start = getattr(exc, "doc", None) or str(exc)  # JSONDecodeError: the body; pydantic: what is wrong
+            raise BadReply(f"the reply is not Ollama's chat JSON: {start[:120]!r}") from exc
         except self._ollama.ResponseError as exc:
             # Some models reject the think flag altogether: drop it once and remember.
             if self._think_supported and exc.status_code == 400 and "think" in str(exc.error).lower():

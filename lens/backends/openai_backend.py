@@ -22,7 +22,7 @@ import threading
 from typing import Any
 
 from lens.backends.base import register
-from lens.backends.chat import ChatBackend, prompt_schema
+from lens.backends.chat import BadReply, ChatBackend, prompt_schema
 from lens.errors import LensError
 from lens.prompts import Prompt
 
@@ -126,6 +126,8 @@ class OpenAIBackend(ChatBackend):
                             self._format = FORMATS[FORMATS.index(fmt) + 1]
                     continue
                 raise
+            if isinstance(response, str):  # the client hands over a non-JSON body as text
+                raise BadReply(f"the reply is not the OpenAI API's JSON: {response[:120]!r}")
             if not response.choices:
                 raise ValueError("the server returned no choices")
             return response.choices[0].message.content or ""
@@ -135,7 +137,9 @@ class OpenAIBackend(ChatBackend):
         if isinstance(exc, o.APITimeoutError):
             return True, f"timeout after {self.timeout:g}s"
         if isinstance(exc, o.APIConnectionError):
-            return True, f"connection failed: {exc}"
+            cause = exc.__cause__
+            why = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
+            return True, f"connection failed: {exc}{why}"
         if isinstance(exc, o.APIStatusError):
             code = exc.status_code
             return (code >= 500 or code == 429), f"HTTP {code} from {self.base_url}: {str(exc)[:300]}"

@@ -40,8 +40,11 @@ rerunning redoes the run):
 ``stage_runs``     stage 'train'
 =================  ==================================================================
 
-The checkpoint (:func:`lens.models.save_checkpoint`) is written to
-``<warehouse dir>/artifacts/<run>/model.pt`` just before that transaction.
+The checkpoint (:func:`lens.models.save_checkpoint`) is written just before that
+transaction to a new file ``<warehouse dir>/artifacts/<run>/model-<UTC time>-<random>.pt``
+(``runs.checkpoint_path`` names it), never over the stored run's checkpoint: a retrain
+killed before its commit leaves the old run and its weights as they were. After the
+commit the run's other checkpoint files are removed.
 
 Rerunning a run that exists and is complete does nothing (the result says so, and
 which options differ, if any); ``force=True`` replaces it, deleting the run's rows in
@@ -59,6 +62,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -586,10 +590,35 @@ def run(
         "schedule": "cosine per step to 0", "mean": mean, "std": std, "n_train": len(train),
         "n_eval": len(test), "arch": ARCH, "augment": transform_info if transform is not None else None,
     }
-    ckpt = warehouse.artifact_dir(run_id) / "model.pt"
+    # A new file, never the stored run's: a retrain killed before its commit must leave the old
+    # run's weights as they were (tests/test_crash_safety.py).
+    art = warehouse.artifact_dir(run_id)
+    ckpt = art / f"model-{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}.pt"
     save_checkpoint(ckpt, model, class_names=class_names, mean=mean, std=std, image_size=train.images.shape[1])
 
     accuracy = float((preds.column("pred").to_numpy() == test.labels).mean())
+    try:
+        referenced = _store(
+            warehouse, run_id, force=force, class_names=class_names, dataset_ref=dataset_ref,
+            eval_split=eval_split, ckpt=ckpt, parent_run_id=parent_run_id, config=config, preds=preds,
+            failures=failures, log=log, features=features, started=started, details={
+                "n_train": len(train), "n_eval": len(test), "epochs": epochs, "accuracy": accuracy,
+                "failures": failures.num_rows, "device": dev})
+    except BaseException:
+        ckpt.unlink(missing_ok=True)
+        raise
+    for old in art.iterdir():  # the replaced run's checkpoint, leftovers of killed trainings
+        if old.name.startswith("model") and str(old.resolve()) not in referenced:
+            old.unlink(missing_ok=True)
+    return TrainResult(
+        run_id, n_train=len(train), n_eval=len(test), accuracy=accuracy, failures=failures.num_rows, device=dev,
+        checkpoint=str(ckpt), seconds=time.perf_counter() - t_start, epochs=epoch_summaries, config=config,
+    )
+
+
+def _store(warehouse: Warehouse, run_id: str, *, force: bool, class_names, dataset_ref, eval_split, ckpt,
+           parent_run_id, config, preds, failures, log, features, started, details) -> set[str]:
+    """Write the run's rows in one transaction (module docstring); return every run's checkpoint path."""
     with warehouse.transaction() as con:
         exists = con.execute("select kind from runs where run_id = ?", [run_id]).fetchone()
         if exists and not force:
@@ -601,14 +630,9 @@ def run(
         store_results(con, run_id, preds, failures)
         replace_rows(con, "training_log", {"run_id": run_id}, log)
         replace_rows(con, "features", {"run_id": run_id}, features)
-        record_stage(con, run_id, "train", started_at=started, details={
-            "n_train": len(train), "n_eval": len(test), "epochs": epochs, "accuracy": accuracy,
-            "failures": failures.num_rows, "device": dev,
-        })
-    return TrainResult(
-        run_id, n_train=len(train), n_eval=len(test), accuracy=accuracy, failures=failures.num_rows, device=dev,
-        checkpoint=str(ckpt), seconds=time.perf_counter() - t_start, epochs=epoch_summaries, config=config,
-    )
+        record_stage(con, run_id, "train", started_at=started, details=details)
+        rows = con.execute("select checkpoint_path from runs where checkpoint_path is not null").fetchall()
+    return {str(Path(r[0]).resolve()) for r in rows}
 
 
 __all__ = [

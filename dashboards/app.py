@@ -10,7 +10,8 @@ Flask routes (images by failure id only, never by path):
 
 * ``/img/<run>/<example_id>.png``: ``failures.image_png``;
 * ``/saliency/<run>/<example_id>.png``: ``evidence.saliency_png``;
-  anything else under ``/img/`` or ``/saliency/`` (unknown ids, non-integer ids, ``..``) is 404.
+  anything else under ``/img`` or ``/saliency`` (unknown ids, non-integer ids, ``..``, ``//etc``,
+  ``%2F``, ``%00``) is 404, and so are paths outside Dash's registered component files.
 
 Access token: when ``token`` is given (``lens serve`` requires one on a non-loopback host),
 every request must carry it as ``?token=``, an ``X-Lens-Token`` header or the
@@ -19,15 +20,18 @@ otherwise the answer is 401.
 
 Verdicts are written with :func:`lens.stages.verdicts.append` (the one validated way to
 append them). While the warehouse is held by a CLI stage the write waits (``saving…``);
-if it is still held after the lock timeout the verdict stays in the browser's local
-storage (``pending-verdicts``) and is retried every 2 s until it is stored, so a click is
-never lost. Each request opens the warehouse and closes it again.
+if it is still held after the lock timeout the verdict stays queued, in the app process and
+in the browser's local storage (``pending-verdicts``), and is retried every 2 s until it is
+stored, so a click is never lost (also when Dash drops the answer of a save overtaken by the
+next key press). Verdict writes are serialised in the process and skip stored verdict ids,
+so a retried verdict is stored once. Each request opens the warehouse and closes it again.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -35,7 +39,7 @@ from urllib.parse import parse_qs
 
 import dash
 from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
-from dash.exceptions import PreventUpdate
+from dash.exceptions import DependencyException, PreventUpdate
 from flask import Response, abort, g, request
 
 from dashboards import overview, queries, review
@@ -108,6 +112,8 @@ def create_app(warehouse: Warehouse | str | Path, run_id: str | None = None, tok
     """Build the Dash app over ``warehouse``; ``run_id`` is the run shown first (default: newest)."""
     wh = warehouse if isinstance(warehouse, Warehouse) else Warehouse(warehouse)
     write_wh = wh if wh.memory else Warehouse(wh.path, lock_timeout=min(wh.lock_timeout, WRITE_LOCK_TIMEOUT))
+    server_pending: dict[str, dict[str, Any]] = {}  # verdict_id -> record not stored yet
+    pending_lock, write_lock = threading.Lock(), threading.Lock()
     app = dash.Dash(
         __name__, assets_folder=str(ASSETS), title="Lens", update_title=None,
         suppress_callback_exceptions=True, serve_locally=True,
@@ -137,10 +143,18 @@ def create_app(warehouse: Warehouse | str | Path, run_id: str | None = None, tok
     def saliency_image(run: str, example_id: int):
         return png("saliency", run, example_id)
 
-    @server.route("/img/<path:rest>")
-    @server.route("/saliency/<path:rest>")
-    def no_image(rest: str):
-        abort(404)
+    @server.before_request
+    def images_by_id_only():
+        # Anything under /img or /saliency that is not exactly <run>/<int>.png is 404, including
+        # what no route matches ('//etc/passwd', '%2Fetc'), which Dash's catch-all would answer.
+        if request.path.split("/")[1] in ("img", "saliency") and request.endpoint not in (
+                "failure_image", "saliency_image"):
+            abort(404)
+
+    @server.errorhandler(DependencyException)
+    def no_such_dependency(_exc):
+        # /_dash-component-suites/<pkg>/<path outside the registered files> (e.g. '../../app.py')
+        return Response("Not Found\n", status=404, mimetype="text/plain")
 
     app.layout = html.Div([
         dcc.Location(id="url", refresh=False),
@@ -317,16 +331,39 @@ def create_app(warehouse: Warehouse | str | Path, run_id: str | None = None, tok
                 "dimension": new[1], "verdict": new[0], "reviewer": (reviewer or "").strip() or "anonymous",
                 "note": (note or "").strip() or None, "created_at": utcnow().isoformat(),
             })
-        if not records:
+        # Every record also goes to this process's queue before the write is tried: Dash drops the
+        # answer of a save that is still running when the next key press starts another one, so
+        # a record handed back to the browser only (pending-verdicts) would be lost with it.
+        with pending_lock:
+            for r in records:
+                if r.get("verdict_id"):
+                    server_pending.setdefault(str(r["verdict_id"]), r)
+            batch = list(server_pending.values())
+        if not batch:
             return no_update, no_update, [], True
+        # One verdict write at a time in this process: two overlapping transactions could both
+        # find a retried verdict id unstored and both insert it.
+        if not write_lock.acquire(timeout=write_wh.lock_timeout):
+            return no_update, f"saving… {len(batch)} verdict(s) waiting (retrying)", batch, False
         try:
-            verdict_stage.append(write_wh, records, source="review", skip_existing=True)
+            verdict_stage.append(write_wh, batch, source="review", skip_existing=True)
         except WarehouseLockedError:
-            return (no_update, f"saving… the warehouse is busy, {len(records)} verdict(s) waiting (retrying)",
-                    records, False)
+            return (no_update, f"saving… the warehouse is busy, {len(batch)} verdict(s) waiting (retrying)",
+                    batch, False)
         except DataError as exc:
+            with pending_lock:
+                for r in batch:
+                    server_pending.pop(str(r["verdict_id"]), None)
             return tick, f"not saved: {exc}", [], True
-        last = records[-1]
+        finally:
+            write_lock.release()
+        with pending_lock:
+            for r in batch:
+                server_pending.pop(str(r["verdict_id"]), None)
+            left = list(server_pending.values())  # queued meanwhile by a save whose answer Dash dropped
+        if left:
+            return (tick or 0) + 1, f"saving… {len(left)} verdict(s) waiting (retrying)", left, False
+        last = records[-1] if records else batch[-1]
         return ((tick or 0) + 1, f"saved: {last['verdict']} on {last['dimension']} at {last['created_at'][11:19]} UTC",
                 [], True)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html as _html
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from dash import dcc, html
 
@@ -26,6 +26,11 @@ def esc(text: Any) -> str:
 
 def pct(x: float | None, digits: int = 0) -> str:
     return "—" if x is None else f"{100 * x:.{digits}f}%"
+
+
+def image_url(run_id: str, example_id: int, kind: str = "img") -> str:
+    """``/img/<run>/<id>.png`` with the run name percent-encoded (names may hold ``?``, ``#``, ``%``)."""
+    return f"/{kind}/{quote(str(run_id), safe='')}/{int(example_id)}.png"
 
 
 def review_href(run_id: str, **params: Any) -> str:
@@ -143,7 +148,7 @@ def spotlight_section(data: dict[str, Any]) -> html.Section:
         flags = f"{c['consistent']} consistent · {c['contradicted']} contradicted · {c['unverifiable']} unverifiable"
         rows.append(html.Tr([
             html.Td(dcc.Link(f"#{c['example_id']}", href=review_href(run, hyp=c["hypothesis_id"], dim="data_quality"))),
-            html.Td(html.Img(src=f"/img/{run}/{c['example_id']}.png", className="thumb", alt="")),
+            html.Td(html.Img(src=image_url(run, c["example_id"]), className="thumb", alt="")),
             html.Td(f"{c['true_name']} → {c['pred_name']}"),
             html.Td(c["text"] or ""),
             html.Td("—" if c["label_quality"] is None else f"{c['label_quality']:.2f}"
@@ -172,7 +177,7 @@ def cluster_section(data: dict[str, Any]) -> html.Section:
         for c in (c for c in data["clusters"] if c["dimension"] == dim):
             cid = int(c["cluster_id"])
             name = c["name"] or ("noise" if cid == -1 else f"cluster {cid}")
-            thumbs = [html.Img(src=f"/img/{run}/{e}.png", className="thumb", alt="") for e in (c["rep_examples"] or [])[:5]]
+            thumbs = [html.Img(src=image_url(run, e), className="thumb", alt="") for e in (c["rep_examples"] or [])[:5]]
             rows.append(html.Tr(className="noise" if cid == -1 else "", children=[
                 html.Td(dcc.Link(name, href=review_href(run, dim=dim, cluster=cid), className="cluster-link",
                                  id=f"cluster-link-{dim}-{cid}")),

@@ -15,7 +15,7 @@ from typing import Any
 
 from dash import dcc, html
 
-from dashboards.overview import nav, pct
+from dashboards.overview import image_url, nav, pct
 
 VERDICT_LABELS = (("agree", "agree (a)"), ("disagree", "disagree (d)"), ("skip", "skip (s)"))
 EVIDENCE_FIELDS = (
@@ -173,10 +173,10 @@ def panel(item: dict[str, Any], dims: list[str], selected: str, reviewer: str) -
 
     top3 = html.Ol([html.Li(f"{name} {pct(p, 1)}") for name, p in item["top3"]], className="top3")
     ev = item["evidence"]
-    images = [html.Figure([html.Img(src=f"/img/{run}/{ex}.png", className="pixelated big", alt="failure image",
+    images = [html.Figure([html.Img(src=image_url(run, ex), className="pixelated big", alt="failure image",
                                     id="failure-image"), html.Figcaption("image")])]
     if ev and ev.get("has_saliency"):
-        images.append(html.Figure([html.Img(src=f"/saliency/{run}/{ex}.png", className="pixelated big",
+        images.append(html.Figure([html.Img(src=image_url(run, ex, "saliency"), className="pixelated big",
                                             alt="saliency overlay", id="saliency-image"),
                                    html.Figcaption(f"saliency ({ev.get('saliency_method') or '?'})")]))
     return [html.Div(className="failure", **{"data-hypothesis": item["hypothesis_id"]}, children=[

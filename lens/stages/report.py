@@ -75,7 +75,9 @@ def _figures(metrics: list[dict], curve: list[dict]) -> tuple[str, str]:
     import plotly.graph_objects as go
 
     bar = go.Figure()
-    names = [m["class_name"] for m in metrics]
+    # Plotly renders a few tags (<b>, <a href>, <br>) in labels and legends: escape class names so
+    # they show as text, like every other string in the report.
+    names = [html.escape(str(m["class_name"]), quote=False) for m in metrics]
     for key, label in (("precision", "precision"), ("recall", "recall"), ("f1", "F1")):
         bar.add_bar(x=names, y=[m[key] for m in metrics], name=label)
     bar.update_layout(barmode="group", height=320, margin=dict(l=40, r=10, t=30, b=40), yaxis_range=[0, 1],
@@ -87,7 +89,7 @@ def _figures(metrics: list[dict], curve: list[dict]) -> tuple[str, str]:
     for name in sorted({c["class_name"] for c in curve}, key=lambda n: (n != "all", n)):
         pts = [c for c in curve if c["class_name"] == name]
         lines.add_scatter(x=[p["epoch"] for p in pts], y=[p["eval_loss"] for p in pts], mode="lines+markers",
-                          name=name, line=dict(width=4 if name == "all" else 1.5))
+                          name=html.escape(str(name), quote=False), line=dict(width=4 if name == "all" else 1.5))
     lines.update_layout(height=340, margin=dict(l=40, r=10, t=30, b=40), xaxis_title="epoch",
                         yaxis_title="evaluation loss", title="Evaluation loss per class and epoch")
     return bar_html, lines.to_html(full_html=False, include_plotlyjs=False)

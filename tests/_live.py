@@ -1,0 +1,34 @@
+"""Raw HTTP for security tests: ``raw_request(base, method, path, body, headers)`` sends the
+request line exactly as given (no client-side normalisation of ``..``, ``//``, percent
+escapes or control bytes) over a plain socket and returns (status, body).
+Serve the app with the ``live_app`` fixture of tests/conftest.py.
+"""
+
+from __future__ import annotations
+
+import socket
+from urllib.parse import urlparse
+
+
+def raw_request(base: str, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """One HTTP/1.1 request over a plain socket, the request line exactly as given."""
+    u = urlparse(base)
+    head = {"Host": f"{u.hostname}:{u.port}", "Connection": "close", **(headers or {})}
+    if body is not None:
+        head["Content-Length"] = str(len(body))
+    data = f"{method} {path} HTTP/1.1\r\n".encode("latin-1") + b"".join(
+        f"{k}: {v}\r\n".encode("latin-1") for k, v in head.items()) + b"\r\n" + (body or b"")
+    with socket.create_connection((u.hostname, u.port), timeout=30) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    raw = b"".join(chunks)
+    head_end = raw.find(b"\r\n\r\n")
+    status = int(raw.split(b" ", 2)[1])
+    return status, raw[head_end + 4:] if head_end >= 0 else b""
+
+
+def raw_get(base: str, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    return raw_request(base, "GET", path, headers=headers)

@@ -526,6 +526,17 @@ def run(
         if force:
             replace_rows(con, "evidence", {"run_id": run_id}, table)
         else:
+            # Another `lens evidence` may have stored some of these failures since this one
+            # started: replace exactly the rows computed here, so two runs never duplicate.
+            con.register("_lens_new_evidence", table.select(["example_id"]))
+            try:
+                con.execute(
+                    "delete from evidence where run_id = ? and example_id in "
+                    "(select example_id from _lens_new_evidence)",
+                    [run_id],
+                )
+            finally:
+                con.unregister("_lens_new_evidence")
             insert_arrow(con, "evidence", table)
         if new_stats is not None:
             delete_rows(con, "class_image_stats", {"dataset": dataset, "image_side": side})

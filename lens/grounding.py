@@ -49,7 +49,6 @@ Anything else is unverifiable: the check never guesses a fact it did not measure
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -73,15 +72,7 @@ class Claim:
 # -- evidence access helpers -------------------------------------------------------------------
 
 
-def _json(v: Any) -> dict:
-    if v is None:
-        return {}
-    if isinstance(v, str):
-        try:
-            v = json.loads(v)
-        except ValueError:
-            return {}
-    return dict(v) if isinstance(v, Mapping) else {}
+_json = measure.json_dict
 
 
 def _num(v: Any) -> float | None:

@@ -74,6 +74,7 @@ Tag rules of the ``measured`` backend (:func:`data_quality_tag`):
 
 from __future__ import annotations
 
+import json
 from typing import Any, Mapping
 
 import numpy as np
@@ -433,6 +434,19 @@ def true_rank(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 # -- interpretation (used by the measured backend and the grounding check) ------------------
+
+
+def json_dict(v: Any) -> dict:
+    """An evidence JSON column (z_true, skipped, colour shares, ...) as a dict, whether it
+    arrives decoded or as JSON text; anything unreadable is an empty dict."""
+    if v is None:
+        return {}
+    if isinstance(v, str):
+        try:
+            v = json.loads(v)
+        except ValueError:
+            return {}
+    return dict(v) if isinstance(v, Mapping) else {}
 
 
 def _num(v: Any) -> float | None:

@@ -70,8 +70,8 @@ def _list(matrix: np.ndarray, t: pa.DataType) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(flat, k).cast(pa.list_(t))
 
 
-def _const(value, n, t=pa.string()):
-    return pa.array([value] * n, type=t)
+def _const(value, n, t=None):
+    return pa.array([value] * n, type=t or pa.string())
 
 
 def seed_complete_run(

@@ -2,13 +2,15 @@
 
 One seeded warehouse and one app server (werkzeug on 127.0.0.1, port 0, in a thread) per
 module; each browser test reads what it needs before it acts, so the order does not matter.
-Screenshots of both pages go to docs/img/.
+Screenshots of both pages go to the test's tmp folder, and to docs/img/ (the README's pictures)
+when LENS_UPDATE_SCREENSHOTS=1.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import threading
 from pathlib import Path
@@ -21,6 +23,10 @@ from sklearn.metrics import precision_recall_fscore_support
 from lens.warehouse import Warehouse
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def _shot_dir(tmp_path) -> Path:
+    return REPO / "docs" / "img" if os.environ.get("LENS_UPDATE_SCREENSHOTS") == "1" else tmp_path
 CHROMIUM = "/usr/bin/chromium"
 
 pytestmark = pytest.mark.browser
@@ -63,7 +69,7 @@ def _wilson_pct(k: int, n: int, z: float = 1.959964) -> tuple[str, str]:
     return f"{100 * (c - h) / (1 + z * z / n):.0f}%", f"{100 * min(1.0, (c + h) / (1 + z * z / n)):.0f}%"
 
 
-def test_dashboard_cluster_to_review_verdict_and_purity(page, base_url_, seeded_wh):
+def test_dashboard_cluster_to_review_verdict_and_purity(page, base_url_, seeded_wh, tmp_path):
     wh, seeded = seeded_wh
     page.goto(base_url_ + "/")
     page.wait_for_selector("#class-table")
@@ -97,7 +103,7 @@ def test_dashboard_cluster_to_review_verdict_and_purity(page, base_url_, seeded_
     page.keyboard.press("a")
     page.wait_for_selector("#save-status:has-text('saved: agree on visual_cause')")
     assert _verdicts(wh, hypothesis_id=first) == [(first, "visual_cause", "agree", "anonymous", "review")]
-    page.screenshot(path=str(REPO / "docs" / "img" / "review.png"))
+    page.screenshot(path=str(_shot_dir(tmp_path) / "review.png"))
 
     page.click("#nav-dashboard")
     page.wait_for_selector("#clusters-visual_cause")
@@ -105,7 +111,7 @@ def test_dashboard_cluster_to_review_verdict_and_purity(page, base_url_, seeded_
     after = page.locator("#purity-visual_cause-0").inner_text()
     assert after.startswith(f"100% (1/1) · 95% CI {lo}–{hi}") and f"reviewed 1/{len(members)}" in after
     page.wait_for_selector("#cluster-map .point")
-    page.screenshot(path=str(REPO / "docs" / "img" / "dashboard.png"), full_page=True)
+    page.screenshot(path=str(_shot_dir(tmp_path) / "dashboard.png"), full_page=True)
 
 
 def test_review_keys_contradicted_claims_and_reviewer(page, base_url_, seeded_wh):

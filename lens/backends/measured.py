@@ -41,8 +41,6 @@ none of these              hard-example mining for the true class
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any
 
 from lens import measure
 from lens.backends.base import HypothesisAnswer, HypothesisRequest, Hypothesizer, register
@@ -52,15 +50,7 @@ KNOWN_DIMENSIONS = ("data_quality", "visual_cause", "fix")
 NOT_MEASURED = "Not measured: the measured backend answers only data_quality, visual_cause and fix from the evidence."
 
 
-def _json(v: Any) -> dict:
-    if v is None:
-        return {}
-    if isinstance(v, str):
-        try:
-            v = json.loads(v)
-        except ValueError:
-            return {}
-    return dict(v) if isinstance(v, Mapping) else {}
+_json = measure.json_dict
 
 
 _num = measure._num

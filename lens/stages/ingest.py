@@ -23,7 +23,6 @@ first offending rows. Then one transaction writes ``runs``, ``classes``,
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence

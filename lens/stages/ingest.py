@@ -37,6 +37,9 @@ from lens.predictions import failure_table, prediction_table, store_results, wri
 from lens.warehouse import Warehouse, delete_rows, record_stage, utcnow
 
 PROB_TOLERANCE = 1e-3
+#: what `--force` replaces: everything derived from the old predictions. Hypotheses,
+#: embeddings, clusters and verdicts (people's work) are kept, as `lens train --force` does.
+REPLACED_TABLES = ("predictions", "failures", "samples", "training_log", "features", "evidence", "stage_runs")
 _SHOW = 5
 
 
@@ -305,7 +308,7 @@ def run(
         if exists and not force:
             raise DataError(f"Run {run_id!r} already exists; pick another --run name or pass --force to replace it")
         if exists:
-            for table_name in ("predictions", "failures", "samples", "training_log", "features"):
+            for table_name in REPLACED_TABLES:
                 delete_rows(con, table_name, {"run_id": run_id})
         write_run(
             con,

@@ -75,7 +75,9 @@ def k_range(n: int, *, k_min: int, k_max: int, min_size: int, n_distinct: int | 
         return KRange(1, 1, f"{why} cannot fill 2 clusters of --min-size {min_size}: all put in one cluster")
     if k_max <= cap:
         return KRange(k_min, k_max, None)
-    lo = min(k_min, cap)
+    # when even k_min is out of reach, let silhouette choose among every feasible k (2..cap)
+    # rather than force k = cap, which would leave most clusters just under --min-size
+    lo = k_min if k_min <= cap else 2
     return KRange(
         lo, cap,
         f"k range {k_min}-{k_max} clipped to {lo}-{cap}: {n} answers fill at most {cap} clusters "

@@ -7,7 +7,8 @@ functions in order:
     train (or ingest) -> sample -> evidence -> hypothesize -> embed -> cluster
 
 Skipping what is done: each stage gets a fingerprint (its options plus the state of its
-inputs: row counts and the fingerprint of the stage before). The fingerprints of the
+inputs: row counts, when the stages it reads last wrote, and the fingerprint of the stage
+before). The fingerprints of the
 last complete pass are stored in ``stage_runs`` (stage ``pipeline``); a stage whose
 fingerprint is unchanged and whose own ``stage_runs`` row is ``done`` is skipped, so the
 same command run twice does nothing new, and changing an option reruns that stage and
@@ -132,11 +133,13 @@ def _state(wh: Warehouse, run_id: str) -> dict[str, Any]:
         counts["hypotheses_ok"] = con.execute(
             "select count(*) from hypotheses where run_id = ? and status = 'ok'", [run_id]
         ).fetchone()[0]
-        stages = dict(con.execute("select stage, status from stage_runs where run_id = ?", [run_id]).fetchall())
+        rows = con.execute("select stage, status, finished_at from stage_runs where run_id = ?", [run_id]).fetchall()
+        stages = {stage: status for stage, status, _ in rows}
+        finished = {stage: str(at) for stage, _, at in rows}
         row = con.execute("select details from stage_runs where run_id = ? and stage = 'pipeline'", [run_id]).fetchone()
         exists = con.execute("select count(*) from runs where run_id = ?", [run_id]).fetchone()[0] > 0
     prints = json.loads(row[0]).get("fingerprints", {}) if row else {}
-    return {"counts": counts, "stages": stages, "fingerprints": prints, "exists": exists}
+    return {"counts": counts, "stages": stages, "finished": finished, "fingerprints": prints, "exists": exists}
 
 
 def _save_fingerprints(wh: Warehouse, run_id: str, prints: dict[str, str]) -> None:
@@ -176,6 +179,11 @@ def run_pipeline(
     state = _state(wh, run_id)
     prints: dict[str, str] = dict(state["fingerprints"])
     upstream = ""
+    source_stage = "ingest" if cfg.predictions else "train"
+
+    def finished(*stages: str) -> list[str | None]:
+        """When the given stages last wrote: a stage run outside `lens run` invalidates what follows."""
+        return [state["finished"].get(s) for s in stages]
 
     def step(name: str, fp_parts: tuple, fn: Callable[[], str], *, always: bool = False) -> None:
         nonlocal upstream, state
@@ -234,7 +242,8 @@ def run_pipeline(
         r = sample.run(wh, run_id=run_id, strategy=cfg.strategy, per_class=cfg.per_class, seed=cfg.seed)
         return f"{r.n} of {r.failures:,} failures sampled ({r.strategy})"
 
-    step("sample", (cfg.strategy, cfg.per_class, cfg.seed, state["counts"]["failures"]), do_sample)
+    step("sample", (cfg.strategy, cfg.per_class, cfg.seed, state["counts"]["failures"], *finished(source_stage)),
+         do_sample)
 
     # 3. evidence (resumes by itself: only failures without evidence are computed)
     def do_evidence() -> str:
@@ -245,7 +254,7 @@ def run_pipeline(
                    else f"; {r.label_issues_failures} flagged as possible label issues")
         return f"evidence for {r.computed} failures ({r.already} already had it){flagged}"
 
-    step("evidence", (cfg.saliency, state["counts"]["failures"]), do_evidence)
+    step("evidence", (cfg.saliency, state["counts"]["failures"], *finished(source_stage)), do_evidence)
 
     # 4. hypothesize (resumes by itself)
     def do_hypothesize() -> str:
@@ -258,14 +267,16 @@ def run_pipeline(
         return (f"{r.backend}/{r.model}{why}: {r.ok} ok, {r.invalid} invalid, {r.error} error, "
                 f"{r.skipped} already answered")
 
-    step("hypothesize", (cfg.prompt, cfg.backend, cfg.model, state["counts"]["samples"]), do_hypothesize)
+    step("hypothesize", (cfg.prompt, cfg.backend, cfg.model, state["counts"]["samples"],
+                         *finished("sample", "evidence")), do_hypothesize)
 
     # 5. embed
     def do_embed() -> str:
         r = embed.run(wh, run_id=run_id, embedder=cfg.embedder, mask=cfg.mask_classes, progress=progress)
         return f"{r.rows} texts embedded ({r.cache_hits} from cache) with {r.embedder}"
 
-    step("embed", (cfg.embedder, cfg.mask_classes, state["counts"]["hypotheses_ok"]), do_embed)
+    step("embed", (cfg.embedder, cfg.mask_classes, state["counts"]["hypotheses_ok"], *finished("hypothesize")),
+         do_embed)
 
     # 6. cluster
     def do_cluster() -> str:
@@ -280,7 +291,8 @@ def run_pipeline(
             parts.append(f"{d.dimension}: k={d.k}, {d.clusters} clusters, {d.noise} noise")
         return "; ".join(parts)
 
-    step("cluster", (cfg.k_min, cfg.k_max, cfg.min_size, cfg.seed, state["counts"]["embeddings"]), do_cluster)
+    step("cluster", (cfg.k_min, cfg.k_max, cfg.min_size, cfg.seed, state["counts"]["embeddings"],
+                     *finished("embed")), do_cluster)
 
     result.summary = summarize(wh, run_id)
     return result
@@ -314,6 +326,10 @@ def summarize(wh: Warehouse, run_id: str, *, top: int = 3) -> dict[str, Any]:
             [run_id, top],
         ).fetchall()
         sampled = con.execute("select count(*) from samples where run_id = ?", [run_id]).fetchone()[0]
+        tags = con.execute(
+            "select tag, sum(count)::bigint from data_quality_spotlight where run_id = ? group by tag order by 2 desc",
+            [run_id],
+        ).fetchall()
     per_dim: dict[str, list[dict[str, Any]]] = {}
     for dim, cid, name, size in clusters:
         per_dim.setdefault(dim, []).append({"cluster_id": cid, "name": name, "size": size})
@@ -324,6 +340,7 @@ def summarize(wh: Warehouse, run_id: str, *, top: int = 3) -> dict[str, Any]:
         "macro_f1": metrics[2] if metrics else None,
         "failures": metrics[3] if metrics else 0,
         "sampled": sampled,
+        "tags": {t: n for t, n in tags},
         "clusters": per_dim,
         "recommendations": [
             {"rank": r, "cluster_id": c, "name": n, "size": s, "reviewed": rv, "purity_lower": pl}
@@ -339,6 +356,10 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"  accuracy {summary['accuracy']:.2%}, macro F1 {summary['macro_f1']:.3f} on {summary['examples']:,} "
             f"examples; {summary['failures']:,} failures, {summary['sampled']} sampled"
         )
+    if summary.get("tags"):
+        total = sum(summary["tags"].values())
+        lines.append("  data quality: " + ", ".join(f"{t} {n} of {total} ({n / total:.0%})"
+                                                     for t, n in summary["tags"].items()))
     for dim, rows in summary["clusters"].items():
         lines.append(f"  {dim}:")
         for r in rows:

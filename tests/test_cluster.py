@@ -225,3 +225,16 @@ def test_ollama_labeler_and_fallback(wh, model):
                             label_model="fake:1b", ollama_host=host, progress=False)
     assert len(res.warnings) == 1 and "unavailable" in res.warnings[0] and "c-TF-IDF" in res.warnings[0]
     assert (wh.query("select name_method from clusters").name_method == "ctfidf+medoid").all()
+
+
+def test_k_range_clipping_keeps_a_silhouette_choice():
+    from lens.clustering import k_range
+
+    # the reference: 150 answers, min size 15 -> at most 10 clusters; 15-30 is out of reach,
+    # so silhouette chooses among 2..10 instead of being forced to k = 10
+    r = k_range(150, k_min=15, k_max=30, min_size=15)
+    assert (r.k_min, r.k_max) == (2, 10) and "clipped to 2-10" in r.note
+    r = k_range(600, k_min=15, k_max=30, min_size=15)
+    assert (r.k_min, r.k_max, r.note) == (15, 30, None)
+    r = k_range(300, k_min=15, k_max=30, min_size=15)
+    assert (r.k_min, r.k_max) == (15, 20)

@@ -54,15 +54,15 @@ def test_registered_without_image_with_evidence():
 
 
 def test_annotation_issue_needs_all_three_signals():
-    agree = _evidence(label_issue=True, label_quality=0.03, neighbour_labels=[FROG] * 8 + [3, 3],
-                      neighbour_pred_share=0.8, neighbour_true_share=0.0, confidence=0.9, true_prob=0.03)
+    agree = _evidence(label_issue=True, label_quality=0.01, neighbour_labels=[FROG] * 9 + [3],
+                      neighbour_pred_share=0.9, neighbour_true_share=0.0, confidence=0.95, true_prob=0.01)
     ans = _answer(agree)
     dq = ans.dimensions["data_quality"]
     assert ans.status == "ok" and dq.tag == "annotation_issue"
-    assert "0.03" in dq.text and "8 of the 10 nearest training images" in dq.text and "0.90" in dq.text
+    assert "0.01" in dq.text and "9 of the 10 nearest training images" in dq.text and "0.95" in dq.text
     assert "Relabel" in ans.dimensions["fix"].text and "audit the training split" in ans.dimensions["fix"].text
     # drop any one signal and it is no longer an annotation issue
-    for drop in (dict(label_issue=False, label_quality=0.5),
+    for drop in (dict(label_issue=False), dict(label_quality=0.05),
                  dict(neighbour_pred_share=0.4, neighbour_true_share=0.3),
                  dict(confidence=0.45, true_prob=0.40),
                  dict(neighbour_labels=None, neighbour_pred_share=None, neighbour_true_share=None)):

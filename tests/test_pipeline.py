@@ -82,6 +82,14 @@ def test_changed_option_reruns_only_what_depends_on_it(pipeline, cifar_dir):
     lens("run", "--data", str(cifar_dir), *RUN_ARGS)  # back to the module's settings
 
 
+def test_a_stage_run_by_hand_invalidates_what_follows(pipeline, cifar_dir):
+    wh, lens, _ = pipeline
+    lens("hypothesize", "--run", "small", "--backend", "measured", "--force")
+    output = lens("run", "--data", str(cifar_dir), *RUN_ARGS)
+    assert re.findall(r"\[(\w+)\] running", output) == ["embed", "cluster"]
+    assert "data quality:" in output  # tag counts relative to the sample
+
+
 def _wilson(agree: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     p = agree / n
     centre = p + z * z / (2 * n)

@@ -174,13 +174,13 @@ def _probabilities(table: pa.Table, class_names: list[str], path: Path) -> np.nd
         probs = np.column_stack(
             [pc.cast(table.column(c), pa.float64()).to_numpy(zero_copy_only=False) for c in order]
         )
-    nan = ~np.isfinite(probs).all(axis=1)
+    sums = probs.sum(axis=1, dtype=np.float64)
+    nan = ~np.isfinite(sums)  # a NaN or infinity anywhere in a row makes its sum non-finite
     if nan.any():
         raise DataError(f"{path}: NaN or infinite probabilities at {_rows(nan)}")
-    neg = (probs < 0).any(axis=1)
+    neg = probs.min(axis=1) < 0
     if neg.any():
         raise DataError(f"{path}: negative probabilities at {_rows(neg)}")
-    sums = probs.sum(axis=1, dtype=np.float64)
     off = np.abs(sums - 1.0) > PROB_TOLERANCE
     if off.any():
         raise DataError(
@@ -228,10 +228,11 @@ def run(
         example_ids = np.arange(len(text), dtype=np.int64)
         source_ids = list(text)
         ids_for_dupes = text
-    uniq, first, counts = np.unique(
-        example_ids if source_ids is None else ids_for_dupes, return_index=True, return_counts=True
+    increasing = source_ids is None and bool(np.all(example_ids[1:] > example_ids[:-1]))
+    uniq, counts = (None, None) if increasing else np.unique(
+        example_ids if source_ids is None else ids_for_dupes, return_counts=True
     )
-    if (counts > 1).any():
+    if not increasing and (counts > 1).any():
         dup_vals = set(uniq[counts > 1].tolist())
         values = example_ids if source_ids is None else ids_for_dupes
         dup_rows = np.array([v in dup_vals for v in values.tolist()])

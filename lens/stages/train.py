@@ -401,7 +401,7 @@ def feature_table(run_id: str, split: str, example_ids: np.ndarray, labels: np.n
     """``features`` rows: one FLOAT[] vector per example (built as Arrow, no Python loop)."""
     n = len(example_ids)
     return pa.table({
-        "run_id": pa.array(np.full(n, run_id, dtype=object), type=pa.string()),
+        "run_id": pa.repeat(pa.scalar(run_id, pa.string()), n),
         "split": pa.array(np.full(n, split, dtype=object), type=pa.string()),
         "example_id": pa.array(np.asarray(example_ids, dtype=np.int64)),
         "label": pa.array(np.asarray(labels, dtype=np.int32)),

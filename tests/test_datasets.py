@@ -54,7 +54,8 @@ def test_cifar10_by_name_offline_names_data_option(tmp_path, monkeypatch):
     assert "--data" in str(err.value) and "Cannot download CIFAR-10" in str(err.value)
 
 
-def test_missing_dataset_and_split(tmp_path):
+def test_missing_dataset_and_split(tmp_path, monkeypatch):
+    monkeypatch.delenv("LENS_DATA", raising=False)  # CI sets it; here no dataset is given at all
     with pytest.raises(DataError, match="not found"):
         open_source(tmp_path / "nope")
     with pytest.raises(DataError, match="No dataset given"):

@@ -47,6 +47,8 @@ from lens.backends.base import HypothesisAnswer, HypothesisRequest, Hypothesizer
 from lens.prompts import DimensionAnswer, Prompt
 
 KNOWN_DIMENSIONS = ("data_quality", "visual_cause", "fix")
+#: bump when the wording or the thresholds in lens.measure change what the analyst answers
+RULES_VERSION = "2"
 NOT_MEASURED = "Not measured: the measured backend answers only data_quality, visual_cause and fix from the evidence."
 
 
@@ -281,6 +283,12 @@ class MeasuredBackend(Hypothesizer):
     name = "measured"
     needs_image = False
     needs_evidence = True
+
+    @classmethod
+    def default_model(cls) -> str:
+        # the "model" is the rule set: a new version of the rules is a new model, so a rerun of
+        # `lens hypothesize` answers again instead of keeping answers made by older rules
+        return f"measured-{RULES_VERSION}"
 
     def answer(self, request: HypothesisRequest, prompt: Prompt) -> HypothesisAnswer:
         if not request.evidence:

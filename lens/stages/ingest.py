@@ -178,8 +178,8 @@ def _probabilities(table: pa.Table, class_names: list[str], path: Path) -> np.nd
     nan = ~np.isfinite(sums)  # a NaN or infinity anywhere in a row makes its sum non-finite
     if nan.any():
         raise DataError(f"{path}: NaN or infinite probabilities at {_rows(nan)}")
-    neg = probs.min(axis=1) < 0
-    if neg.any():
+    neg = probs.min(axis=1) < 0 if probs.min() < 0 else None  # per row only when some value is negative
+    if neg is not None and neg.any():
         raise DataError(f"{path}: negative probabilities at {_rows(neg)}")
     off = np.abs(sums - 1.0) > PROB_TOLERANCE
     if off.any():

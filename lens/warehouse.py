@@ -246,28 +246,32 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     return applied
 
 
+def create_views(con: duckdb.DuckDBPyConnection, files: list[Path] | None = None) -> None:
+    """``create or replace`` every view file; views may build on views, so create in passes."""
+    pending = list(view_files() if files is None else files)
+    while pending:
+        failed = []
+        last_error: Exception | None = None
+        for p in pending:
+            try:
+                con.execute(p.read_text())
+            except duckdb.CatalogException as exc:
+                failed.append(p)
+                last_error = exc
+        if len(failed) == len(pending):
+            raise LensError(f"Cannot create views {[p.name for p in failed]}: {last_error}")
+        pending = failed
+
+
 def _refresh_views(con: duckdb.DuckDBPyConnection, *, force: bool) -> None:
     files = view_files()
     digest = hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in files)).hexdigest()
     row = con.execute("select value from lens_meta where key = 'views_sha256'").fetchone()
     if row and row[0] == digest and not force:
         return
-    pending = list(files)
     con.execute("begin transaction")
     try:
-        # Views may build on other views: create in passes until none is left.
-        while pending:
-            failed = []
-            last_error: Exception | None = None
-            for p in pending:
-                try:
-                    con.execute(p.read_text())
-                except duckdb.CatalogException as exc:
-                    failed.append(p)
-                    last_error = exc
-            if len(failed) == len(pending):
-                raise LensError(f"Cannot create views {[p.name for p in failed]}: {last_error}")
-            pending = failed
+        create_views(con, files)
         con.execute("delete from lens_meta where key = 'views_sha256'")
         con.execute("insert into lens_meta values ('views_sha256', ?)", [digest])
     except BaseException:

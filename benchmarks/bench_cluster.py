@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from _cluster_helpers import CLASSES  # noqa: E402
 
-from lens.predictions import write_run  # noqa: E402
+from lens.predictions import insert_predictions, write_run  # noqa: E402
 from lens.stages import cluster as cluster_stage  # noqa: E402
 from lens.stages.embed import vector_array  # noqa: E402
 from lens.warehouse import Warehouse, insert_arrow, stable_id  # noqa: E402
@@ -54,7 +54,7 @@ def seed(wh: Warehouse, X: np.ndarray, y: np.ndarray) -> None:
     texts = [f"The {WORDS[k % len(WORDS)]} and {WORDS[(k * 7 + 3) % len(WORDS)]} cause it, case {i}." for i, k in enumerate(y)]
     with wh.transaction() as con:
         write_run(con, "bench", kind="ingest", class_names=CLASSES)
-        insert_arrow(con, "predictions", pa.table({
+        insert_predictions(con, pa.table({
             "run_id": ["bench"] * n, "example_id": pa.array(range(n), pa.int64()),
             "label": pa.array(np.arange(n) % 10, pa.int32()), "pred": pa.array((np.arange(n) + 1) % 10, pa.int32()),
             "confidence": pa.array(np.full(n, 0.9), pa.float32()),

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from lens.warehouse import delete_rows, insert_arrow, replace_rows, utcnow
 
@@ -30,8 +31,15 @@ def _list_column(matrix: np.ndarray, value_type: pa.DataType) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(flat, k)
 
 
+#: up to this many classes :func:`top_k` merges columns of packed keys; wider rows use argmax passes
+_PACKED_MAX_CLASSES = 32
+_TOPK_CHUNK = 16384  # rows per block: a (C, 16384) int64 block stays in L2 cache
+
+
 def top_k(probs: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """Indices and values of the ``k`` largest probabilities per row, largest first.
+
+    Ties go to the lower class id, as ``argmax`` does.
 
     Parameters
     ----------
@@ -42,18 +50,54 @@ def top_k(probs: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
     classes : ndarray of int32, shape (N, min(k, C))
     values : ndarray of float32, shape (N, min(k, C))
     """
-    k = min(k, probs.shape[1])
-    # k argmax passes: O(k * C) and ties go to the lower class id, as argmax does
-    # (a full stable argsort is ~3x slower on (1M, 10))
-    work = np.array(probs, dtype=np.float32, copy=True)
+    probs = np.asarray(probs, dtype=np.float32)
+    n, c = probs.shape
+    k = min(k, c)
+    if n and c <= _PACKED_MAX_CLASSES and probs.min() >= 0:
+        return _top_k_packed(probs, k)
+    # k argmax passes: O(k * C) per row (a full stable argsort is ~3x slower on (1M, 10))
+    work = np.array(probs, copy=True)
     flat = work.reshape(-1)
-    base = np.arange(len(work)) * work.shape[1]
-    order = np.empty((len(work), k), dtype=np.int64)
+    base = np.arange(n) * c
+    order = np.empty((n, k), dtype=np.int64)
     for j in range(k):
         best = work.argmax(axis=1)
         order[:, j] = best
         flat[base + best] = -np.inf
-    return order.astype(np.int32), np.take_along_axis(probs, order, axis=1).astype(np.float32)
+    return order.astype(np.int32), np.take_along_axis(probs, order, axis=1)
+
+
+def _top_k_packed(probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`top_k` for non-negative float32 rows of few classes, about 3x faster at C = 10.
+
+    Non-negative IEEE floats order like their bit patterns, so each value becomes one int64
+    key ``bits << s | (2**s - 1 - class)``: the larger key is the larger value, and among equal
+    values the lower class. A block of rows is transposed so that every step is an
+    element-wise max/min over a contiguous column (numpy reduces short rows slowly), and the
+    k best keys are kept by a small insertion network.
+    """
+    n, c = probs.shape
+    shift = max(1, (c - 1).bit_length())
+    low = (1 << shift) - 1
+    tag = (low - np.arange(c, dtype=np.int64))[:, None]
+    best = np.empty((k, n), dtype=np.int64)
+    for s in range(0, n, _TOPK_CHUNK):
+        block = np.ascontiguousarray(probs[s : s + _TOPK_CHUNK].T)  # (C, m)
+        keys = (block.view(np.int32) & 0x7FFFFFFF).astype(np.int64)  # & clears the sign of -0.0
+        keys <<= shift
+        keys |= tag
+        top = best[:, s : s + _TOPK_CHUNK]
+        top.fill(-1)
+        scratch = np.empty(block.shape[1], dtype=np.int64)
+        for x in keys:
+            for j in range(k - 1, 0, -1):  # top[j] = max(top[j], min(top[j-1], x)), bottom up
+                np.minimum(top[j - 1], x, out=scratch)
+                np.maximum(top[j], scratch, out=top[j])
+            np.maximum(top[0], x, out=top[0])
+    best = best.T
+    classes = (low - (best & low)).astype(np.int32)
+    values = (best >> shift).astype(np.int32).view(np.float32)
+    return classes, values
 
 
 def prediction_table(
@@ -67,7 +111,10 @@ def prediction_table(
     image_uris: Sequence[str | None] | None = None,
     source_ids: Sequence[str] | None = None,
 ) -> pa.Table:
-    """Build the ``predictions`` rows of a run.
+    """Build the ``predictions`` rows of a run, with every column of the ``predictions`` view.
+
+    Store them with :func:`insert_predictions` (or :func:`store_results`), which keeps only
+    the columns of the ``prediction_rows`` table.
 
     Parameters
     ----------
@@ -87,11 +134,9 @@ def prediction_table(
     if probs is not None:
         probs = np.asarray(probs, dtype=np.float32)
         t3c, t3p = top_k(probs, 3)
-        pred = t3c[:, 0]
-        confidence = t3p[:, 0]
         true_p = probs[np.arange(n), labels]
-        cols["pred"] = pa.array(pred.astype(np.int32))
-        cols["confidence"] = pa.array(confidence)
+        cols["pred"] = pa.array(np.ascontiguousarray(t3c[:, 0]))
+        cols["confidence"] = pa.array(np.ascontiguousarray(t3p[:, 0]))
         cols["probs"] = _list_column(probs, pa.float32())
         cols["top3_class"] = _list_column(t3c, pa.int32())
         cols["top3_prob"] = _list_column(t3p, pa.float32())
@@ -213,9 +258,41 @@ def write_run(
     replace_rows(con, "classes", {"run_id": run_id}, classes)
 
 
+#: columns of the ``prediction_rows`` table (sql/migrations/040_prediction_rows.sql)
+STORED_COLUMNS = ("run_id", "example_id", "label", "pred", "confidence", "probs", "top3_class", "image_uri", "source_id")
+#: columns the ``predictions`` view derives from probs (sql/views/predictions.sql)
+DERIVED_COLUMNS = ("top3_prob", "loss")
+
+
+def stored_rows(preds: pa.Table) -> pa.Table:
+    """The ``prediction_rows`` form of a predictions table: derived columns dropped.
+
+    ``confidence`` is kept only for rows without ``probs``; with ``probs`` the view reads it
+    as ``probs[pred]``.
+    """
+    unknown = set(preds.column_names) - set(STORED_COLUMNS) - set(DERIVED_COLUMNS)
+    if unknown:
+        raise ValueError(f"not columns of predictions: {sorted(unknown)}")
+    rows = preds.select([c for c in preds.column_names if c in STORED_COLUMNS])
+    if "probs" in rows.column_names and "confidence" in rows.column_names:
+        probs = rows.column("probs")
+        if probs.null_count == 0:
+            given = pa.nulls(rows.num_rows, pa.float32())
+        else:
+            given = pc.if_else(pc.is_null(probs), rows.column("confidence"), pa.scalar(None, pa.float32()))
+        rows = rows.set_column(rows.column_names.index("confidence"), "confidence", given)
+    return rows
+
+
+def insert_predictions(con, preds: pa.Table) -> int:
+    """Append predictions (any subset of the ``predictions`` view's columns) to ``prediction_rows``."""
+    return insert_arrow(con, "prediction_rows", stored_rows(preds))
+
+
 def store_results(con, run_id: str, preds: pa.Table, failures: pa.Table) -> None:
     """Replace a run's predictions and failures (inside the caller's transaction)."""
-    replace_rows(con, "predictions", {"run_id": run_id}, preds)
+    delete_rows(con, "prediction_rows", {"run_id": run_id})
+    insert_predictions(con, preds)
     replace_rows(con, "failures", {"run_id": run_id}, failures)
 
 
@@ -223,8 +300,10 @@ __all__ = [
     "failure_table",
     "image_record",
     "insert_arrow",
+    "insert_predictions",
     "prediction_table",
     "store_results",
+    "stored_rows",
     "top_k",
     "write_run",
 ]

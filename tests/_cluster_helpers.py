@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pyarrow as pa
 
-from lens.predictions import write_run
+from lens.predictions import insert_predictions, write_run
 from lens.warehouse import insert_arrow, stable_id
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -142,7 +142,7 @@ def seed_run(
     with wh.transaction() as con:
         if new_run:
             write_run(con, run_id, kind="ingest", class_names=CLASSES)
-            insert_arrow(con, "predictions", pa.table({
+            insert_predictions(con, pa.table({
                 "run_id": [run_id] * n,
                 "example_id": pa.array(range(n), pa.int64()),
                 "label": pa.array([p[0] for p in pairs], pa.int32()),

@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from lens.predictions import insert_predictions
 from lens.warehouse import Warehouse, insert_arrow, record_stage, stable_id
 
 XSS = "<script>alert(1)</script> and <img src=x onerror=alert(1)>"
@@ -326,7 +327,8 @@ def seed_complete_run(
         insert_arrow(con, "classes", pa.table({"run_id": _const(run_id, n_classes),
                                                "class_id": pa.array(np.arange(n_classes, dtype=np.int32)),
                                                "class_name": pa.array(names)}))
-        for table, data in (("predictions", pred_table), ("failures", failures), ("evidence", evidence),
+        insert_predictions(con, pred_table)
+        for table, data in (("failures", failures), ("evidence", evidence),
                             ("features", features), ("samples", samples), ("hypotheses", hypotheses),
                             ("hypothesis_dimensions", dims), ("claims", claims), ("embeddings", embeddings),
                             ("clusters", clusters), ("cluster_k_scores", k_scores),

@@ -10,7 +10,7 @@ from __future__ import annotations
 KEYS: dict[str, tuple[str, ...]] = {
     "runs": ("run_id",),
     "classes": ("run_id", "class_id"),
-    "predictions": ("run_id", "example_id"),
+    "prediction_rows": ("run_id", "example_id"),
     "training_log": ("run_id", "epoch", "class_id"),
     "features": ("run_id", "split", "example_id"),
     "failures": ("run_id", "example_id"),
@@ -28,6 +28,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "stage_runs": ("run_id", "stage"),
     "class_image_stats": ("dataset", "image_side", "class_id", "fact"),
     # views
+    "predictions": ("run_id", "example_id"),
     "class_metrics": ("run_id", "class_id"),
     "run_metrics": ("run_id",),
     "confusion": ("run_id", "true_class", "pred_class"),
@@ -100,6 +101,12 @@ def check_contracts(con, *, require_rows: tuple[str, ...] = ()) -> dict[str, int
         if rel in present:
             bad = con.execute(f"select count(*) from {rel} where {col} < ? or {col} > ?", [lo, hi]).fetchone()[0]
             assert bad == 0, f"{rel}.{col}: {bad} values outside [{lo}, {hi}]"
+    if "prediction_rows" in present:
+        # confidence is stored exactly when it cannot be read from probs (040_prediction_rows)
+        bad = con.execute(
+            "select count(*) from prediction_rows where (probs is null) = (confidence is null)"
+        ).fetchone()[0]
+        assert bad == 0, f"prediction_rows: {bad} rows store both or neither of probs and confidence"
     for rel in require_rows:
         assert counts.get(rel, 0) > 0, f"{rel} is empty"
     return counts

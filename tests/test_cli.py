@@ -58,10 +58,12 @@ def test_sql_formats_and_read_only(cli, tmp_path):
     assert json.loads(out.output) == [{"class_name": "cat", "support": 1}, {"class_name": "dog", "support": 2}]
     out = cli("sql", "select run_id, failures from run_metrics", "--format", "csv")
     assert out.output.splitlines() == ["run_id,failures", "r1,1"]
-    out = cli("sql", "delete from predictions", expect=1)
+    out = cli("sql", "delete from prediction_rows", expect=1)
     assert "read-only" in out.output and "--write" in out.output
-    cli("sql", "delete from predictions where example_id = ?", expect=1)  # no parameters from the CLI
-    cli("sql", "delete from predictions where example_id = 3", "--write")
+    out = cli("sql", "delete from predictions", "--write", expect=1)  # a view
+    assert "prediction_rows" in out.output
+    cli("sql", "delete from prediction_rows where example_id = ?", expect=1)  # no parameters from the CLI
+    cli("sql", "delete from prediction_rows where example_id = 3", "--write")
     out = cli("sql", "select count(*) as n from predictions", "--format", "csv")
     assert out.output.splitlines()[1] == "2"
     out = cli("sql", "select * from no_such_table", expect=1)

@@ -14,7 +14,7 @@ import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 from lens.errors import WarehouseLockedError
-from lens.predictions import prediction_table, write_run
+from lens.predictions import insert_predictions, prediction_table, write_run
 from lens.warehouse import Warehouse, insert_arrow, migrate, replace_rows
 from tests.contracts import check_contracts
 
@@ -54,7 +54,7 @@ def _random_run(con, run_id: str, n: int, k: int, seed: int):
     logits[np.arange(n), labels] += rng.normal(1.0, 1.0, n)  # better than chance, not perfect
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     write_run(con, run_id, kind="ingest", class_names=[f"c{i}" for i in range(k)])
-    insert_arrow(con, "predictions", prediction_table(run_id, np.arange(n), labels, probs=probs))
+    insert_predictions(con, prediction_table(run_id, np.arange(n), labels, probs=probs))
     return labels, probs.argmax(1)
 
 
@@ -95,7 +95,7 @@ def test_class_never_predicted_gets_zero_precision(mem_wh):
     with mem_wh.transaction() as con:
         write_run(con, "z", kind="ingest", class_names=["a", "b", "c"])
         probs = np.array([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0], [0.6, 0.4, 0.0]])
-        insert_arrow(con, "predictions", prediction_table("z", np.arange(3), np.array([0, 1, 2]), probs=probs))
+        insert_predictions(con, prediction_table("z", np.arange(3), np.array([0, 1, 2]), probs=probs))
     with mem_wh.connect() as con:
         rows = con.execute('select class_name, support, "precision", f1 from class_metrics order by class_id').fetchall()
     assert rows[2] == ("c", 1, 0.0, 0.0)

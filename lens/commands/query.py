@@ -32,10 +32,11 @@ def _print_frame(df, fmt: str, max_rows: int | None) -> None:
 def sql(wh, query, fmt, write, max_rows):
     """Run SQL against the warehouse (read-only unless --write).
 
-    Tables: runs, classes, predictions, training_log, features, failures, samples,
+    Tables: runs, classes, prediction_rows, training_log, features, failures, samples,
     hypotheses, hypothesis_dimensions, evidence, claims, embeddings, clusters,
-    cluster_members, verdicts. Views: class_metrics, run_metrics, confusion,
-    training_curve and more (see sql/views/).
+    cluster_members, verdicts. Views: predictions (prediction_rows plus confidence,
+    top3_prob and loss), class_metrics, run_metrics, confusion, training_curve and more
+    (see sql/views/).
 
     \b
     Example:
@@ -50,7 +51,12 @@ def sql(wh, query, fmt, write, max_rows):
             rel = con.execute(query)
             df = rel.df() if rel.description else None
         except duckdb.Error as exc:
-            hint = " (the warehouse is opened read-only: pass --write to change it)" if "read-only" in str(exc) else ""
+            hint = ""
+            if "read-only" in str(exc):
+                hint = " (the warehouse is opened read-only: pass --write to change it)"
+            elif "base table" in str(exc):
+                hint = (" (views cannot be changed: predictions is a view whose rows live in"
+                        " prediction_rows; the other views are listed in sql/views/)")
             raise LensError(f"{type(exc).__name__}: {exc}{hint}") from exc
     if df is not None:
         _print_frame(df, fmt, None if max_rows == 0 else max_rows)

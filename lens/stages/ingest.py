@@ -39,7 +39,7 @@ from lens.warehouse import Warehouse, delete_rows, record_stage, utcnow
 PROB_TOLERANCE = 1e-3
 #: what `--force` replaces: everything derived from the old predictions. Hypotheses,
 #: embeddings, clusters and verdicts (people's work) are kept, as `lens train --force` does.
-REPLACED_TABLES = ("predictions", "failures", "samples", "training_log", "features", "evidence", "stage_runs")
+REPLACED_TABLES = ("prediction_rows", "failures", "samples", "training_log", "features", "evidence", "stage_runs")
 _SHOW = 5
 
 
@@ -174,7 +174,9 @@ def _probabilities(table: pa.Table, class_names: list[str], path: Path) -> np.nd
         probs = np.column_stack(
             [pc.cast(table.column(c), pa.float64()).to_numpy(zero_copy_only=False) for c in order]
         )
-    sums = probs.sum(axis=1, dtype=np.float64)
+    # a matrix-vector product sums short rows ~10x faster than .sum(axis=1); float32 rounding
+    # (~1e-6 at 10 classes) is far inside the tolerance
+    sums = probs @ np.ones(probs.shape[1], dtype=probs.dtype)
     nan = ~np.isfinite(sums)  # a NaN or infinity anywhere in a row makes its sum non-finite
     if nan.any():
         raise DataError(f"{path}: NaN or infinite probabilities at {_rows(nan)}")

@@ -94,7 +94,7 @@ EVAL_BATCH_SIZE = 512
 TRAIN_SPLIT = "train"
 EVAL_SPLITS = ("test", "val", "validation", "valid")
 #: tables whose rows for a run are deleted when it is retrained with force=True
-REPLACED_TABLES = ("predictions", "failures", "training_log", "features", "samples", "evidence", "stage_runs")
+REPLACED_TABLES = ("prediction_rows", "failures", "training_log", "features", "samples", "evidence", "stage_runs")
 #: options compared when a rerun finds the run already there
 COMPARED_OPTIONS = (
     "data", "epochs", "batch_size", "limit_train", "limit_test", "seed", "pretrained", "weights",

@@ -111,10 +111,11 @@ def prediction_table(
     image_uris: Sequence[str | None] | None = None,
     source_ids: Sequence[str] | None = None,
 ) -> pa.Table:
-    """Build the ``predictions`` rows of a run, with every column of the ``predictions`` view.
+    """Build the ``predictions`` rows of a run: the columns of ``prediction_rows``.
 
-    Store them with :func:`insert_predictions` (or :func:`store_results`), which keeps only
-    the columns of the ``prediction_rows`` table.
+    ``confidence`` is filled for every row (:func:`failure_table` reads it);
+    :func:`insert_predictions` stores it only where there are no probs, and the
+    ``predictions`` view derives it, ``top3_prob`` and ``loss`` from probs.
 
     Parameters
     ----------
@@ -134,13 +135,10 @@ def prediction_table(
     if probs is not None:
         probs = np.asarray(probs, dtype=np.float32)
         t3c, t3p = top_k(probs, 3)
-        true_p = probs[np.arange(n), labels]
         cols["pred"] = pa.array(np.ascontiguousarray(t3c[:, 0]))
         cols["confidence"] = pa.array(np.ascontiguousarray(t3p[:, 0]))
         cols["probs"] = _list_column(probs, pa.float32())
         cols["top3_class"] = _list_column(t3c, pa.int32())
-        cols["top3_prob"] = _list_column(t3p, pa.float32())
-        cols["loss"] = pa.array((-np.log(np.maximum(true_p, 1e-12))).astype(np.float32))
     else:
         if pred is None or confidence is None:
             raise ValueError("need probs, or pred and confidence")
@@ -148,8 +146,7 @@ def prediction_table(
         confidence = np.asarray(confidence, dtype=np.float32)
         cols["pred"] = pa.array(pred)
         cols["confidence"] = pa.array(confidence)
-        cols["top3_class"] = pa.array([[int(p)] for p in pred], type=pa.list_(pa.int32()))
-        cols["top3_prob"] = pa.array([[float(c)] for c in confidence], type=pa.list_(pa.float32()))
+        cols["top3_class"] = _list_column(pred[:, None], pa.int32())
     if image_uris is not None:
         cols["image_uri"] = pa.array(list(image_uris), type=pa.string())
     if source_ids is not None:
@@ -260,7 +257,8 @@ def write_run(
 
 #: columns of the ``prediction_rows`` table (sql/migrations/040_prediction_rows.sql)
 STORED_COLUMNS = ("run_id", "example_id", "label", "pred", "confidence", "probs", "top3_class", "image_uri", "source_id")
-#: columns the ``predictions`` view derives from probs (sql/views/predictions.sql)
+#: columns the ``predictions`` view derives from probs (sql/views/predictions.sql); accepted
+#: and dropped by :func:`stored_rows`, for tables shaped like the view
 DERIVED_COLUMNS = ("top3_prob", "loss")
 
 

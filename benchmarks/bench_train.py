@@ -1,4 +1,4 @@
-"""Training and evaluation throughput of Lens's loop vs a bare PyTorch loop, side by side.
+"""Training throughput with and without augmentation, and Lens's loop vs a bare PyTorch loop.
 
 Both loops train the same ResNet-18 (same initial weights, AdamW with the two parameter
 groups, per-step cosine schedule) on the same decoded CIFAR-10 images with the same
@@ -7,14 +7,21 @@ normalised as one float tensor, no per-class bookkeeping, no progress bar. Lens'
 is ``lens.stages.train.train_epoch`` / ``evaluate`` exactly as ``lens train`` runs them
 (uint8 images converted per batch, per-class statistics, tqdm).
 
-The two loops alternate in chunks of ``--chunk-batches`` batches (bare, lens, bare, lens,
-...) so that a noisy shared machine penalises both alike; the script prints the overall
-throughput of each, their ratio, and the median of the per-chunk ratios. Evaluation is
-compared batch by batch the same way, with and without the 512-d features. Target:
-ratio >= 0.9.
+A third loop is Lens's loop with augmentation: ``lens.augment.build`` of the ``--augment``
+kinds (default: all four, the worst case), the per-image batched transform that ``lens
+train --augment-from`` and ``lens experiment`` use, seeded from its own ``torch.Generator``.
+Its throughput is compared with the same loop without augmentation (issue 15: target
+>= 0.9x).
+
+The loops alternate in chunks of ``--chunk-batches`` batches (bare, lens, lens+augment,
+rotating which goes first) so that a noisy shared machine penalises them alike; the script
+prints the overall throughput of each, their ratios, and the median of the per-chunk
+ratios. Evaluation is compared batch by batch the same way, with and without the 512-d
+features. Targets: every ratio >= 0.9.
 
     .venv/bin/python benchmarks/bench_train.py [--data ../shared/data/cifar10] [--images 4000]
         [--eval-images 2000] [--batch-size 128] [--reps 1] [--chunk-batches 4] [--device auto] [--threads N]
+        [--augment random_resized_crop,brightness_contrast,colour_jitter,random_erasing]
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from lens import augment
 from lens.datasets import open_source
 from lens.models import build_resnet18, channel_stats, normalize, resolve_device
 from lens.stages.train import (
@@ -84,6 +92,8 @@ def main() -> None:
     ap.add_argument("--chunk-batches", type=int, default=4, help="batches per timed chunk")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--augment", default=",".join(augment.KINDS),
+                    help="comma-separated augmentation kinds for the augmented loop")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -115,29 +125,58 @@ def main() -> None:
 
     bare_m, bare_opt, bare_sched = fresh()
     lens_m, lens_opt, lens_sched = fresh()
-    g_bare, g_lens = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    aug_m, aug_opt, aug_sched = fresh()
+    g_bare, g_lens, g_aug = (torch.Generator().manual_seed(0) for _ in range(3))
+    params = {kind: p for kind, _, p in augment.RULES}
+    kinds = [k.strip() for k in args.augment.split(",") if k.strip()]
+    specs = [augment.AugmentSpec(k, dict(params[k]), "benchmark") for k in kinds]
+    transform = augment.build(specs, train.images.shape[1], generator=torch.Generator().manual_seed(1))
 
     # warm-up: a few batches each (allocator, kernels)
     warm = slice(0, args.batch_size * 2)
     bare_train(bare_m, bare_opt, bare_sched, xf[warm], yt[warm], args.batch_size, g_bare, device)
     train_epoch(lens_m, lens_opt, lens_sched, xu[warm], yt[warm], batch_size=args.batch_size, generator=g_lens,
-                mean_t=mean_t, std_t=std_t, num_classes=n_cls)
+                mean_t=mean_t, std_t=std_t, num_classes=n_cls, progress=False)
+    train_epoch(aug_m, aug_opt, aug_sched, xu[warm], yt[warm], batch_size=args.batch_size, generator=g_aug,
+                mean_t=mean_t, std_t=std_t, num_classes=n_cls, transform=transform, progress=False)
 
-    # Paired, alternating chunks of a few batches: on a shared machine the load changes by
-    # the second, so each bare chunk is compared with the lens chunk run right after it.
+    # Alternating chunks of a few batches: on a shared machine the load changes by the second,
+    # so each chunk of one loop is compared with the chunks of the others run right beside it.
     chunk = args.batch_size * args.chunk_batches
-    pairs = []
+    loops = [
+        lambda sl: bare_train(bare_m, bare_opt, bare_sched, xf[sl], yt[sl], args.batch_size, g_bare, device),
+        lambda sl: train_epoch(lens_m, lens_opt, lens_sched, xu[sl], yt[sl], batch_size=args.batch_size,
+                               generator=g_lens, mean_t=mean_t, std_t=std_t, num_classes=n_cls,
+                               progress=False).seconds,
+        lambda sl: train_epoch(aug_m, aug_opt, aug_sched, xu[sl], yt[sl], batch_size=args.batch_size,
+                               generator=g_aug, mean_t=mean_t, std_t=std_t, num_classes=n_cls,
+                               transform=transform, progress=False).seconds,
+    ]
+    triples = []
+    i = 0
     for rep in range(args.reps):
         for start in range(0, len(train) - chunk + 1, chunk):
             sl = slice(start, start + chunk)
-            tb = bare_train(bare_m, bare_opt, bare_sched, xf[sl], yt[sl], args.batch_size, g_bare, device)
-            tl = train_epoch(lens_m, lens_opt, lens_sched, xu[sl], yt[sl], batch_size=args.batch_size,
-                             generator=g_lens, mean_t=mean_t, std_t=std_t, num_classes=n_cls, progress=False).seconds
-            pairs.append((tb, tl))
-    tb_all, tl_all = (np.array(v) for v in zip(*pairs))
-    n_img = chunk * len(pairs)
-    print(f"  train: {len(pairs)} chunk pairs of {chunk} images; per-pair lens/bare ratios "
+            times = [0.0, 0.0, 0.0]
+            for j in range(3):  # rotate the order so that no loop always runs first
+                k = (i + j) % 3
+                times[k] = loops[k](sl)
+            triples.append(tuple(times))
+            i += 1
+    tb_all, tl_all, ta_all = (np.array(v) for v in zip(*triples))
+    n_img = chunk * len(triples)
+    print(f"  train: {len(triples)} chunks of {chunk} images per loop; per-chunk lens/bare ratios "
           f"{np.round(tb_all / tl_all, 2).tolist()}")
+    print(f"  per-chunk augmented/plain ratios {np.round(tl_all / ta_all, 2).tolist()}")
+    # the transform alone, on one batch (what augmentation adds to each step)
+    xb = xu[: args.batch_size]
+    transform(xb)
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(10):
+        transform(xb)
+    _sync(device)
+    aug_ms = (time.perf_counter() - t0) / 10 * 1000
 
     ev_pairs = []
     bare_eval(lens_m, xf_eval[:EVAL_BATCH_SIZE], EVAL_BATCH_SIZE)  # warm-up
@@ -171,8 +210,15 @@ def main() -> None:
     for name, b, l, med in rows:
         print(f"{name:34s}{b:9.1f}{l:9.1f}{l / b:8.3f}{med:13.3f}")
     print(f"eval logits identical (atol 1e-4): {same}")
-    print("ratio = lens / bare throughput over all chunks; median pair = median of the per-chunk ratios. "
-          "Target: >= 0.9")
+    print()
+    print(f"{'augmentation (' + ','.join(kinds) + ')':34s}")
+    print(f"{'':34s}{'plain':>9s}{'augment':>9s}{'ratio':>8s}{'median pair':>13s}")
+    print(f"{'train images/s':34s}{n_img / tl_all.sum():9.1f}{n_img / ta_all.sum():9.1f}"
+          f"{tl_all.sum() / ta_all.sum():8.3f}{np.median(tl_all / ta_all):13.3f}")
+    print(f"transform alone: {aug_ms:.1f} ms per batch of {args.batch_size} "
+          f"({args.batch_size / aug_ms * 1000:,.0f} images/s)")
+    print("ratio = lens / bare (and augment / plain) throughput over all chunks; median pair = median of the "
+          "per-chunk ratios. Target: >= 0.9")
 
 
 if __name__ == "__main__":

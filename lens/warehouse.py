@@ -45,6 +45,17 @@ DEFAULT_LOCK_TIMEOUT = 30.0
 #: rows per Arrow record batch handed to DuckDB (its row-group size), for parallel inserts
 ARROW_CHUNK = 122_880
 
+#: DuckDB settings of a connection that runs SQL a user typed (`lens sql` without --write):
+#: no file or network access beyond the warehouse itself (COPY TO, EXPORT, ATTACH, read_csv,
+#: INSTALL ... FROM url all fail), no extension installed or loaded behind the scenes, and no
+#: setting changed afterwards (`SET enable_external_access = true`, `SET log_query_path`).
+SANDBOX_CONFIG = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "lock_configuration": True,
+}
+
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 _migrated: set[str] = set()
 _migrate_lock = threading.Lock()
@@ -110,7 +121,7 @@ class Warehouse:
 
     # -- connections -------------------------------------------------------------------
 
-    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+    def _open(self, read_only: bool, sandbox: bool = False) -> duckdb.DuckDBPyConnection:
         if self.memory:
             if self._memory_con is None:
                 self._memory_con = duckdb.connect(":memory:")
@@ -126,7 +137,8 @@ class Warehouse:
         while True:
             try:
                 with _open_close_lock:
-                    return duckdb.connect(str(self.path), read_only=read_only)
+                    return duckdb.connect(str(self.path), read_only=read_only,
+                                          config=dict(SANDBOX_CONFIG) if sandbox else {})
             except (duckdb.IOException, duckdb.ConnectionException) as exc:
                 if not _is_lock_error(exc):
                     raise LensError(f"Cannot open warehouse {self.path}: {exc}") from exc
@@ -140,9 +152,16 @@ class Warehouse:
                 delay = min(delay * 1.5, 0.5)
 
     @contextmanager
-    def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """Open the warehouse (migrating it first if needed), yield a connection, close it."""
-        con = self._open(read_only)
+    def connect(self, *, read_only: bool = False, sandbox: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open the warehouse (migrating it first if needed), yield a connection, close it.
+
+        ``sandbox=True`` (with ``read_only=True``) applies :data:`SANDBOX_CONFIG`: the
+        connection reads the warehouse and touches no other file, network or setting. An
+        in-memory warehouse shares one DuckDB instance, so it is not sandboxed.
+        """
+        if sandbox and not read_only:
+            raise ValueError("a sandboxed connection is read-only")
+        con = self._open(read_only, sandbox)
         try:
             if not read_only and not self.memory:
                 key = str(self.path.resolve())

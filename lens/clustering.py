@@ -10,8 +10,8 @@ The ``cluster`` stage (:mod:`lens.stages.cluster`) strings these together per di
 3. :func:`noise_filter` turns clusters below ``min_size`` into noise (-1) and numbers the
    rest by size;
 4. :func:`centroid_distances`, :func:`representatives` (nearest the centroid, the first
-   is the medoid), :func:`ctfidf_top_words` (class-based TF-IDF names) and :func:`map_2d`
-   (PCA) describe the result.
+   is the medoid), :func:`ctfidf_top_words` (class-based TF-IDF names, cut by
+   :func:`cap_name` to :data:`NAME_CHARS`) and :func:`map_2d` (PCA) describe the result.
 
 Vectors are expected L2-normalised (as ``lens embed`` stores them): Euclidean KMeans on
 unit vectors is spherical KMeans, which is what a cosine silhouette measures.
@@ -302,6 +302,37 @@ def ctfidf_top_words(
         order = np.lexsort((np.arange(len(row)), -row))
         out.append([str(vocab[i]) for i in order[:n_words] if row[i] > 0])
     return out
+
+
+#: longest cluster name stored: a name is read in tables, dropdowns and legends
+NAME_CHARS = 160
+
+
+def cap_name(text: str, limit: int = NAME_CHARS) -> str:
+    """``text`` on one line, cut to at most ``limit`` characters (at a word when one is near) with "…".
+
+    Cluster names are made from answers (the medoid sentence), which can be as long as an
+    answer may be; the full answer stays in ``hypothesis_dimensions`` (and ``medoid_text``).
+
+    Parameters
+    ----------
+    text : str
+    limit : int
+        At least 2.
+
+    Returns
+    -------
+    str
+        Whitespace runs collapsed to one space; unchanged when it fits.
+    """
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space >= limit * 2 // 3:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:") + "…"
 
 
 def map_2d(X: np.ndarray, *, seed: int = 0) -> np.ndarray:

@@ -14,17 +14,27 @@ and are created with :func:`create` (``create("ollama", model="qwen3-vl:8b", ...
 
 from __future__ import annotations
 
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from lens.errors import LensError
 from lens.prompts import DimensionAnswer, Prompt
 
 STATUSES = ("ok", "invalid", "error")
+#: longest answer stored, for every backend: a reply or imported answer (``raw_response``), and
+#: the parsed text (dimensions + description) of an ``ok`` one. A valid answer is a few KB (a
+#: long ``<think>`` block tens of KB); more is a runaway generation or a misplaced file.
+MAX_ANSWER_CHARS = 256 * 1024
+#: characters of an oversized answer kept as its ``raw_response``
+KEPT_CHARS = 4096
+#: longest ``error`` text stored (a validation error may quote the offending value)
+MAX_ERROR_CHARS = 4096
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -72,10 +82,113 @@ class HypothesisAnswer:
     error: str | None = None
     latency_s: float = 0.0
     attempts: int = 1
+    #: repairs a backend made to the text it received (e.g. by :func:`clean_text`), stored in ``error``
+    repairs: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"bad status {self.status!r}")
+
+
+# -- what may be stored ------------------------------------------------------------------------
+
+
+def clean_text(text: str) -> tuple[str, int]:
+    """``text`` as it can be stored (UTF-8), and how many characters were replaced.
+
+    A lone UTF-16 surrogate (``"\\ud800"`` in a JSON string decodes to one) cannot be
+    encoded as UTF-8: DuckDB, Arrow and every file writer refuse it. The halves of a valid
+    pair are joined into their character; a lone half becomes U+FFFD (the replacement
+    character) and is counted.
+    """
+    if not _SURROGATE.search(text):
+        return text, 0
+    lone = 0
+    i, end = 0, len(text)
+    while (m := _SURROGATE.search(text, i)) is not None:
+        j = m.start()
+        if text[j] <= "\udbff" and j + 1 < end and "\udc00" <= text[j + 1] <= "\udfff":
+            i = j + 2  # a high half followed by a low half: one character
+        else:
+            lone += 1
+            i = j + 1
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace"), lone
+
+
+def oversized(text: str | None, *, what: str = "reply") -> HypothesisAnswer | None:
+    """The ``invalid`` answer for a text over :data:`MAX_ANSWER_CHARS`, else None.
+
+    Its ``raw_response`` keeps the first :data:`KEPT_CHARS` characters; nothing is parsed.
+    """
+    if text is None or len(text) <= MAX_ANSWER_CHARS:
+        return None
+    return HypothesisAnswer(
+        status="invalid", raw_response=text[:KEPT_CHARS], attempts=0,
+        error=(f"the {what} has {len(text):,} characters, over the {MAX_ANSWER_CHARS:,}-character limit "
+               f"(a runaway generation?): not parsed, no repair asked; raw_response keeps its first "
+               f"{KEPT_CHARS:,} characters"),
+    )
+
+
+def stored_answer(ans: HypothesisAnswer) -> HypothesisAnswer:
+    """The answer as it is stored: every backend's output passes here (the hypothesize stage).
+
+    * every text is made storable with :func:`clean_text`; each repair is recorded in
+      ``error`` (for an ``ok`` answer that column then says what was repaired, nothing else);
+    * an ``ok`` answer whose reply or parsed text is over :data:`MAX_ANSWER_CHARS` becomes
+      ``invalid`` (a backend that checks the size itself, as the chat backends and import
+      do, never gets here with one); an oversized ``raw_response`` of another answer keeps its
+      first :data:`KEPT_CHARS` characters; ``error`` keeps :data:`MAX_ERROR_CHARS`.
+
+    Never raises for odd text; returns ``ans`` itself when nothing needed changing.
+    """
+    repairs = list(ans.repairs)
+    if ans.status == "ok":
+        size = len(ans.description or "") + sum(
+            len(d.text or "") + len(d.summary or "") + len(d.tag or "") for d in ans.dimensions.values())
+        big = oversized(ans.raw_response)
+        if big is None and size > MAX_ANSWER_CHARS:
+            big = HypothesisAnswer(
+                status="invalid", raw_response=(ans.raw_response or "")[:KEPT_CHARS],
+                error=(f"the answer's text has {size:,} characters, over the {MAX_ANSWER_CHARS:,}-character "
+                       f"limit: not stored as ok; raw_response keeps its first {KEPT_CHARS:,} characters"))
+        if big is not None:
+            ans = replace(ans, status="invalid", dimensions={}, description=None,
+                          raw_response=big.raw_response, error=big.error)
+    elif ans.raw_response is not None and len(ans.raw_response) > MAX_ANSWER_CHARS:
+        repairs.append(f"raw_response cut from {len(ans.raw_response):,} to its first {KEPT_CHARS:,} characters")
+        ans = replace(ans, raw_response=ans.raw_response[:KEPT_CHARS])
+
+    fixed: dict[str, int] = {}
+
+    def clean(value, where: str):
+        if not isinstance(value, str):
+            return value
+        out, n = clean_text(value)
+        if n:
+            fixed[where] = fixed.get(where, 0) + n
+        return out
+
+    dims = {}
+    for name, d in ans.dimensions.items():
+        dims[name] = replace(d, text=clean(d.text, f"{name}.text"), tag=clean(d.tag, f"{name}.tag"),
+                             summary=clean(d.summary, f"{name}.summary"))
+    description = clean(ans.description, "description")
+    raw = clean(ans.raw_response, "raw_response")
+    error = clean(ans.error, "error")
+    if fixed:
+        n = sum(fixed.values())
+        repairs.append(f"{n} lone UTF-16 surrogate{'s' if n != 1 else ''} (unstorable) replaced by U+FFFD in "
+                       + ", ".join(fixed))
+    if repairs:
+        note = "repaired before storing: " + "; ".join(repairs)
+        error = note if ans.status == "ok" or not error else f"{error}; {note}"
+    if error is not None and len(error) > MAX_ERROR_CHARS:
+        error = error[:MAX_ERROR_CHARS - 1] + "…"
+    if (dims == ans.dimensions and description is ans.description and raw is ans.raw_response
+            and error is ans.error and not ans.repairs):
+        return ans
+    return replace(ans, dimensions=dims, description=description, raw_response=raw, error=error, repairs=[])
 
 
 class Hypothesizer(ABC):

@@ -15,6 +15,9 @@ A subclass implements :meth:`ChatBackend.send` (one HTTP request -> the reply te
 * a reply over ``MAX_REPLY_CHARS`` characters (a runaway generation, a misrouted download)
   is not parsed and gets no repair request (that would send it back): ``invalid``, with
   only its first ``KEPT_CHARS`` characters kept in ``raw_response``;
+* a reply with characters that cannot be stored (a lone UTF-16 surrogate, ``"\\ud800"`` in
+  the JSON) is repaired as soon as it arrives (:func:`lens.backends.base.clean_text`), so
+  that it parses, can be sent back in a repair turn and stored; the repair is recorded;
 * ``attempts`` counts every request sent, ``latency_s`` the seconds spent waiting on them.
 """
 
@@ -30,7 +33,15 @@ from abc import abstractmethod
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from lens.backends.base import HypothesisAnswer, HypothesisRequest, Hypothesizer
+from lens.backends.base import (
+    KEPT_CHARS,
+    MAX_ANSWER_CHARS,
+    HypothesisAnswer,
+    HypothesisRequest,
+    Hypothesizer,
+    clean_text,
+    oversized,
+)
 from lens.backends.parsing import parse_answer
 from lens.errors import LensError
 from lens.prompts import AnswerError, Prompt
@@ -40,10 +51,10 @@ DEFAULT_TIMEOUT = 120.0
 DEFAULT_RETRIES = 3
 DEFAULT_BACKOFF = 1.0
 RESAMPLE = ("bicubic", "nearest")
-#: longest reply parsed; a valid answer is a few KB (a long <think> block tens of KB)
-MAX_REPLY_CHARS = 256 * 1024
-#: characters of an oversized reply kept as its raw_response
-KEPT_CHARS = 4096
+#: longest reply parsed (the limit of every backend, :data:`lens.backends.base.MAX_ANSWER_CHARS`)
+MAX_REPLY_CHARS = MAX_ANSWER_CHARS
+__all__ = ["KEPT_CHARS", "MAX_REPLY_CHARS", "BadReply", "ChatBackend", "TransportError", "oversized",
+           "prepare_image", "prompt_schema", "repair_message", "system_message"]
 
 
 def prepare_image(png: bytes, size: int = DEFAULT_IMAGE_SIZE, resample: str = "bicubic", *,
@@ -100,18 +111,6 @@ class BadReply(Exception):
 
     Retried like a transport fault; its text is the stored error.
     """
-
-
-def oversized(text: str) -> HypothesisAnswer | None:
-    """The ``invalid`` answer for a reply over :data:`MAX_REPLY_CHARS`, else None."""
-    if len(text) <= MAX_REPLY_CHARS:
-        return None
-    return HypothesisAnswer(
-        status="invalid", raw_response=text[:KEPT_CHARS], attempts=0,
-        error=(f"the reply has {len(text):,} characters, over the {MAX_REPLY_CHARS:,}-character limit "
-               f"(a runaway generation?): not parsed, no repair asked; raw_response keeps its first "
-               f"{KEPT_CHARS:,} characters"),
-    )
 
 
 class ChatBackend(Hypothesizer):
@@ -280,8 +279,25 @@ class ChatBackend(Hypothesizer):
         return self._answer(request, prompt, self.prepare_image(request))
 
     def _answer(self, request: HypothesisRequest, prompt: Prompt, image: bytes | None) -> HypothesisAnswer:
-        messages = self.messages(request, prompt)
+        repairs: list[str] = []
+        ans = self._answer_once(request, prompt, image, repairs)
+        ans.repairs.extend(repairs)
+        return ans
+
+    def _send_clean(self, messages, prompt, image, repairs: list[str], which: str):
+        """:meth:`_send_with_retries`, with the reply's unstorable characters repaired (and noted)."""
         text, err, attempts, waited = self._send_with_retries(messages, prompt, image)
+        if text is not None and len(text) <= MAX_REPLY_CHARS:
+            text, n = clean_text(text)
+            if n:
+                repairs.append(f"{n} lone UTF-16 surrogate{'s' if n != 1 else ''} (unstorable) "
+                               f"replaced by U+FFFD in the {which}")
+        return text, err, attempts, waited
+
+    def _answer_once(self, request: HypothesisRequest, prompt: Prompt, image: bytes | None,
+                     repairs: list[str]) -> HypothesisAnswer:
+        messages = self.messages(request, prompt)
+        text, err, attempts, waited = self._send_clean(messages, prompt, image, repairs, "reply")
         if text is None:
             return HypothesisAnswer(status="error", error=err, attempts=attempts, latency_s=waited)
         big = oversized(text)
@@ -295,7 +311,7 @@ class ChatBackend(Hypothesizer):
             first_error = str(exc)
         repair = [*messages, {"role": "assistant", "content": text},
                   {"role": "user", "content": repair_message(first_error)}]
-        text2, err2, attempts2, waited2 = self._send_with_retries(repair, prompt, image)
+        text2, err2, attempts2, waited2 = self._send_clean(repair, prompt, image, repairs, "repair reply")
         attempts += attempts2
         waited += waited2
         if text2 is None:

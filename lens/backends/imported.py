@@ -22,9 +22,15 @@ by the dataset index of the failure (``failures.example_id``)::
   (and lines naming none) are imported.
 
 An answer that does not validate is stored with status ``invalid`` and the reason (there
-is no repair to ask for). Blank lines and lines starting with ``#`` are ignored; a line
-that is not a JSON object, or has no integer ``example_id``, or a second line for the
-same example, stops the import before anything is written, naming the line.
+is no repair to ask for); so is one over :data:`~lens.backends.base.MAX_ANSWER_CHARS`
+characters (the limit of every backend; only its first ``KEPT_CHARS`` are kept). Text that
+cannot be stored (a lone surrogate, ``"\\ud800"``) is repaired when stored and the repair
+recorded (:func:`lens.backends.base.stored_answer`). Blank lines and lines starting with
+``#`` are ignored. The file must be UTF-8 (a byte-order mark is allowed). A line that is not
+UTF-8, not a JSON object (or nested too deeply to read), has no ``example_id`` that fits a
+64-bit integer, a ``model`` that is not a string, or is a second line for the same example,
+stops the import before anything is written, naming the file and line; so does a file with
+no answers at all.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lens.backends.base import HypothesisAnswer, HypothesisRequest, Hypothesizer, register
+from lens.backends.base import HypothesisAnswer, HypothesisRequest, Hypothesizer, clean_text, oversized, register
 from lens.backends.parsing import parse_answer
 from lens.errors import DataError, LensError
 from lens.prompts import AnswerError, Prompt
@@ -41,31 +47,74 @@ from lens.prompts import AnswerError, Prompt
 DEFAULT_MODEL = "import"
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MAX_MODEL_CHARS = 200
+_JSON_TYPES = {dict: "an object", list: "an array", int: "a number", float: "a number", bool: "a boolean"}
+_BOM = b"\xef\xbb\xbf"
+
+
 def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, object) for every record of the file; DataError naming bad lines."""
+    """(line number, object) for every record of the file; DataError naming the first bad line."""
     if not path.is_file():
         raise DataError(f"{path}: file not found (--from)")
     records = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if lineno == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    f"{path} line {lineno}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
+                    "save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)") from None
             s = line.strip()
             if not s or s.startswith("#"):
                 continue
-            try:
-                obj = json.loads(s)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path} line {lineno}: not JSON ({exc.msg})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path} line {lineno}: expected a JSON object")
-            eid = obj.get("example_id")
-            if isinstance(eid, bool) or not isinstance(eid, int):
-                raise DataError(f"{path} line {lineno}: 'example_id' must be an integer (the failure's dataset index)")
-            if ("answer" in obj) == ("text" in obj):
-                raise DataError(f"{path} line {lineno}: give exactly one of 'answer' (structured) or 'text' (raw)")
-            if "text" in obj and not isinstance(obj["text"], str):
-                raise DataError(f"{path} line {lineno}: 'text' must be a string")
-            records.append((lineno, obj))
+            records.append((lineno, _record(path, lineno, s)))
+    if not records:
+        raise DataError(f"{path}: no answers (every line is blank or a # comment)")
     return records
+
+
+def _record(path: Path, lineno: int, s: str) -> dict[str, Any]:
+    where = f"{path} line {lineno}"
+    try:
+        obj = json.loads(s)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{where}: not JSON ({exc.msg})") from None
+    except RecursionError:
+        raise DataError(f"{where}: JSON nested too deeply to read") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: expected a JSON object")
+    eid = obj.get("example_id")
+    if isinstance(eid, bool) or not isinstance(eid, int):
+        raise DataError(f"{where}: 'example_id' must be an integer (the failure's dataset index)")
+    if not INT64_MIN <= eid <= INT64_MAX:
+        raise DataError(f"{where}: 'example_id' {_short(eid)} does not fit a 64-bit integer (no failure has it)")
+    if ("answer" in obj) == ("text" in obj):
+        raise DataError(f"{where}: give exactly one of 'answer' (structured) or 'text' (raw)")
+    if "text" in obj and not isinstance(obj["text"], str):
+        raise DataError(f"{where}: 'text' must be a string")
+    model = obj.get("model")
+    if model is not None:
+        problem = None
+        if not isinstance(model, str):
+            problem = f"got {_JSON_TYPES.get(type(model), type(model).__name__)}"
+        elif not model.strip():
+            problem = "got an empty string"
+        elif len(model) > MAX_MODEL_CHARS:
+            problem = f"got {len(model):,} characters (at most {MAX_MODEL_CHARS})"
+        elif clean_text(model)[1]:
+            problem = "it holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is no text"
+        if problem:
+            raise DataError(f"{where}: 'model' must be a short string naming who produced the answer; {problem}")
+    return obj
+
+
+def _short(n: int) -> str:
+    text = str(n)
+    return text if len(text) <= 30 else f"{text[:12]}…({len(text)} digits)"
 
 
 @register
@@ -116,12 +165,18 @@ class ImportBackend(Hypothesizer):
         where = f"{self.path.name} line {lineno}"
         if "text" in rec:
             raw = rec["text"]
+            big = oversized(raw, what=f"imported answer ({where})")
+            if big is not None:
+                return big
             try:
                 dims, description = parse_answer(raw, prompt)
             except AnswerError as exc:
                 return HypothesisAnswer(status="invalid", raw_response=raw, error=f"{where}: {exc}")
         else:
             raw = json.dumps(rec["answer"], ensure_ascii=False)
+            big = oversized(raw, what=f"imported answer ({where})")
+            if big is not None:
+                return big
             try:
                 dims, description = prompt.parse(rec["answer"])
             except AnswerError as exc:

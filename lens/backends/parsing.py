@@ -62,28 +62,41 @@ def strip_think(text: str) -> str:
     return text.strip()
 
 
+#: ``{`` positions tried by :func:`extract_json` in loose text (each try may read far ahead)
+MAX_OBJECT_STARTS = 200
+
+
 def extract_json(text: str) -> Any:
-    """The JSON value in ``text``: whole, fenced, or the first decodable ``{...}`` object."""
+    """The JSON value in ``text``: whole, fenced, or the first decodable ``{...}`` object.
+
+    JSON nested too deeply for Python's decoder (``RecursionError``) is no JSON; so is loose
+    text whose first :data:`MAX_OBJECT_STARTS` ``{`` start no object.
+    """
     stripped = text.strip()
     if not stripped:
         raise NotJSONError("the answer is empty")
     try:
-        return json.loads(stripped)
-    except json.JSONDecodeError:
-        pass
-    for m in _FENCE.finditer(stripped):
         try:
-            return json.loads(m.group(1).strip())
+            return json.loads(stripped)
         except json.JSONDecodeError:
-            continue
-    decoder = json.JSONDecoder()
-    pos = stripped.find("{")
-    while pos != -1:
-        try:
-            value, _ = decoder.raw_decode(stripped, pos)
-            return value
-        except json.JSONDecodeError:
-            pos = stripped.find("{", pos + 1)
+            pass
+        for m in _FENCE.finditer(stripped):
+            try:
+                return json.loads(m.group(1).strip())
+            except json.JSONDecodeError:
+                continue
+        decoder = json.JSONDecoder()
+        pos = stripped.find("{")
+        for _ in range(MAX_OBJECT_STARTS):
+            if pos == -1:
+                break
+            try:
+                value, _ = decoder.raw_decode(stripped, pos)
+                return value
+            except json.JSONDecodeError:
+                pos = stripped.find("{", pos + 1)
+    except RecursionError:
+        raise NotJSONError("the answer's JSON is nested too deeply to read") from None
     raise NotJSONError("the answer is not JSON")
 
 

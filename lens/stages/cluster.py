@@ -13,7 +13,8 @@ Each dimension is clustered on its own (see :mod:`lens.clustering` for the steps
 * Names: offline (``labeler='ctfidf'``), the three words that distinguish the cluster
   (class-based TF-IDF over the embedded texts, ``[CLASS]`` and stop words left out) and
   the medoid sentence: ``"dark, night, lighting: The photo is too dark to see the animal."``,
-  name_method ``'ctfidf+medoid'``. With ``labeler='ollama'`` an Ollama text model names
+  name_method ``'ctfidf+medoid'``, cut to ``clustering.NAME_CHARS`` (160) characters with "…"
+  (the whole medoid answer is ``medoid_text``). With ``labeler='ollama'`` an Ollama text model names
   each cluster from its representatives (name_method ``'ollama:<model>'``); if the
   server cannot be reached the stage falls back to c-TF-IDF and says so in ``warnings``.
 * ``representatives``: the 5 members nearest the centroid, nearest first (the first is
@@ -191,12 +192,12 @@ def cluster_dimension(
     words = clustering.ctfidf_top_words(docs, n_words=NAME_WORDS, exclude=(PLACEHOLDER,)) if kept else []
     for cid, w in zip(kept, words):
         medoid = texts[clusters[cid]["medoid"]]
-        clusters[cid]["name"] = (", ".join(w) + ": " if w else "") + medoid
+        clusters[cid]["name"] = clustering.cap_name((", ".join(w) + ": " if w else "") + medoid)
         clusters[cid]["name_method"] = "ctfidf+medoid"
         if namer is not None:
             named = namer([texts[i] for i in clusters[cid]["reps"]])
             if named:
-                clusters[cid]["name"] = named
+                clusters[cid]["name"] = clustering.cap_name(named)
                 clusters[cid]["name_method"] = None  # filled by the caller (labeler's method)
     if noise:
         members = np.flatnonzero(cluster_ids == -1)

@@ -158,6 +158,21 @@ def _uses_evidence(prompt: prompts_mod.Prompt) -> bool:
 
 # -- the writer ----------------------------------------------------------------------------
 
+#: what a value Arrow cannot hold raises (text that is no UTF-8, a number out of range, a wrong type)
+_ROW_ERRORS = (pa.ArrowException, UnicodeError, ValueError, TypeError, OverflowError)
+
+
+def _column_types() -> tuple[tuple[pa.DataType, ...], ...]:
+    """Arrow types of the writer's hypotheses, hypothesis_dimensions and claims columns, in order."""
+    s, i64, i32, f64 = pa.string(), pa.int64(), pa.int32(), pa.float64()
+    return ((s, s, i64, s, s, s, s, s, s, s, s, f64, i32, pa.timestamp("us")), (s, s, i64, s, s, s, s),
+            (s, s, i64, s, i32, s, s, s, s))
+
+
+def _unstorable(exc: BaseException) -> str:
+    text, _ = base.clean_text(f"{type(exc).__name__}: {exc}")
+    return f"the backend's answer could not be stored ({text[:300]})"
+
 
 class _Writer:
     """Collects answers and commits them in batches (one transaction per batch)."""
@@ -187,11 +202,17 @@ class _Writer:
     def add(self, req: HypothesisRequest, ans: HypothesisAnswer) -> None:
         r = self.result
         h = self.hyp
+        try:  # every backend's output is made storable here (base.stored_answer: text repairs, size cap)
+            ans = base.stored_answer(ans)
+            latency_s, attempts = float(ans.latency_s), int(ans.attempts)
+        except Exception as exc:  # an odd answer must not stop the stage: store why instead
+            ans = HypothesisAnswer(status="error", error=_unstorable(exc))
+            latency_s, attempts = 0.0, 1
         for k, v in (("hypothesis_id", req.key), ("run_id", req.run_id), ("example_id", req.example_id),
                      ("backend", r.backend), ("model", r.model), ("prompt_name", r.prompt_name),
                      ("prompt_sha256", r.prompt_sha256), ("status", ans.status), ("error", ans.error),
                      ("description", ans.description), ("raw_response", ans.raw_response),
-                     ("latency_s", float(ans.latency_s)), ("attempts", int(ans.attempts)),
+                     ("latency_s", latency_s), ("attempts", attempts),
                      ("created_at", utcnow())):
             h[k].append(v)
         setattr(r, ans.status, getattr(r, ans.status) + 1)
@@ -236,18 +257,42 @@ class _Writer:
         return max(0.0, self.oldest + BATCH_SECONDS - time.monotonic())
 
     def _tables(self) -> tuple[pa.Table, pa.Table, pa.Table]:
-        s, i64, i32, f64 = pa.string(), pa.int64(), pa.int32(), pa.float64()
-        hyp = pa.table({k: pa.array(v, type=t) for (k, v), t in zip(self.hyp.items(), (
-            s, s, i64, s, s, s, s, s, s, s, s, f64, i32, pa.timestamp("us")))})
-        dims = pa.table({k: pa.array(v, type=t) for (k, v), t in zip(self.dims.items(), (s, s, i64, s, s, s, s))})
-        claims = pa.table({k: pa.array(v, type=t) for (k, v), t in zip(self.claims.items(), (
-            s, s, i64, s, i32, s, s, s, s))})
+        hyp_t, dims_t, claims_t = _column_types()
+        hyp = pa.table({k: pa.array(v, type=t) for (k, v), t in zip(self.hyp.items(), hyp_t)})
+        dims = pa.table({k: pa.array(v, type=t) for (k, v), t in zip(self.dims.items(), dims_t)})
+        claims = pa.table({k: pa.array(v, type=t) for (k, v), t in zip(self.claims.items(), claims_t)})
         return hyp, dims, claims
+
+    def _isolate_bad_rows(self) -> None:
+        """Replace each answer whose rows Arrow cannot hold by an ``error`` answer saying why."""
+        for i, key in enumerate(self.hyp["hypothesis_id"]):
+            try:
+                for table, types in zip((self.hyp, self.dims, self.claims), _column_types()):
+                    rows = [i] if table is self.hyp else [j for j, k in enumerate(table["hypothesis_id"]) if k == key]
+                    for values, t in zip(table.values(), types):
+                        pa.array([values[j] for j in rows], type=t)
+            except _ROW_ERRORS as exc:
+                old, r = self.hyp["status"][i], self.result
+                setattr(r, old, getattr(r, old) - 1)
+                r.error += 1
+                if len(r.errors) < 5:
+                    r.errors.append(f"example {self.hyp['example_id'][i]}: {_unstorable(exc)}")
+                for name, value in (("status", "error"), ("error", _unstorable(exc)), ("description", None),
+                                    ("raw_response", None), ("latency_s", 0.0), ("attempts", 1)):
+                    self.hyp[name][i] = value
+                for table in (self.dims, self.claims):
+                    keep = [j for j, k in enumerate(table["hypothesis_id"]) if k != key]
+                    for name, values in table.items():
+                        table[name] = [values[j] for j in keep]
 
     def flush(self, *, final_status: str | None = None, candidate_keys: list[str] | None = None) -> None:
         if not self.pending and final_status is None:
             return
-        hyp, dims, claims = self._tables()
+        try:
+            hyp, dims, claims = self._tables()
+        except _ROW_ERRORS:  # one answer Arrow cannot hold must not lose the batch: store it as error
+            self._isolate_bad_rows()
+            hyp, dims, claims = self._tables()
         ids = self.hyp["hypothesis_id"]
         r = self.result
         with self.wh.transaction() as con:

@@ -10,8 +10,21 @@ Flask routes (images by failure id only, never by path):
 
 * ``/img/<run>/<example_id>.png``: ``failures.image_png``;
 * ``/saliency/<run>/<example_id>.png``: ``evidence.saliency_png``;
-  anything else under ``/img`` or ``/saliency`` (unknown ids, non-integer ids, ``..``, ``//etc``,
-  ``%2F``, ``%00``) is 404, and so are paths outside Dash's registered component files.
+  ``example_id`` is any 64-bit integer, negative ones included (ingested runs keep the ids
+  they were given); anything else under ``/img`` or ``/saliency`` (unknown ids, non-integer
+  ids, ``..``, ``//etc``, ``%2F``, ``%00``) is 404, and so are paths outside Dash's registered
+  component files.
+
+Host header (DNS rebinding): a web page on ``evil.example`` whose name is re-pointed at
+127.0.0.1 reaches a loopback server with ``Host: evil.example``. Every request must name an
+IP address, ``localhost`` or one of ``allowed_hosts`` (``lens serve`` passes its ``--host``,
+this machine's names when it listens on all interfaces, and each ``--allow-host``); anything
+else is 400 before any route runs. An IP literal is safe to accept: rebinding needs a name
+the attacker's DNS answers for.
+
+Access log: werkzeug logs each request line; :class:`RedactTokens` (installed on the
+``werkzeug`` logger by :func:`create_app`) replaces every ``token=`` query value, and the
+tokens of the apps built in this process wherever they appear, with ``[redacted]``.
 
 Access token: when ``token`` is given (``lens serve`` requires one on a non-loopback host),
 every request must carry it as ``?token=``, an ``X-Lens-Token`` header or the
@@ -30,12 +43,16 @@ so a retried verdict is stored once. Each request opens the warehouse and closes
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
+import logging
+import re
 import threading
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 import dash
 from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
@@ -51,6 +68,81 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 TOKEN_COOKIE = "lens_token"
 TOKEN_HEADER = "X-Lens-Token"
 WRITE_LOCK_TIMEOUT = 10.0
+#: example ids are BIGINT: a larger number in an image URL is no failure (404, not a DuckDB error)
+_INT64 = range(-(2**63), 2**63)
+_TOKEN_PARAM = re.compile(r"((?:^|[?&;])token=)[^&;\s\"]*", re.IGNORECASE)
+
+
+class RedactTokens(logging.Filter):
+    """Replace access tokens in log records with ``[redacted]``: the value of every ``token=``
+    query parameter, and each known token (as given or percent-encoded) wherever it appears."""
+
+    def __init__(self):
+        super().__init__()
+        self.tokens: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except (TypeError, ValueError):
+            return True
+        clean = _TOKEN_PARAM.sub(r"\1[redacted]", text)
+        for tok in self.tokens:
+            for form in {tok, quote(tok, safe="")}:
+                clean = clean.replace(form, "[redacted]")
+        if clean != text:
+            record.msg, record.args = clean, ()
+        return True
+
+
+_redact = RedactTokens()
+
+
+def _install_log_redaction(token: str | None) -> None:
+    if token:
+        _redact.tokens.add(token)
+    logger = logging.getLogger("werkzeug")
+    if _redact not in logger.filters:
+        logger.addFilter(_redact)
+
+
+def host_name(header: str) -> str:
+    """The host name of a ``Host`` header: port and IPv6 brackets removed, lower case, no trailing dot."""
+    h = header.strip()
+    if h.startswith("["):
+        h = h[1:h.find("]")] if "]" in h else h[1:]
+    elif h.count(":") == 1:
+        h = h.rsplit(":", 1)[0]
+    return h.lower().rstrip(".")
+
+
+def host_allowed(header: str | None, names: Iterable[str]) -> bool:
+    """Whether a request's ``Host`` header is one this server answers to (module docstring)."""
+    if header is None:  # HTTP/1.0 without Host: no browser sends that
+        return True
+    name = host_name(header)
+    if not name:
+        return False
+    try:
+        ipaddress.ip_address(name.split("%", 1)[0])
+        return True
+    except ValueError:
+        pass
+    return name == "localhost" or name in {host_name(n) for n in names}
+
+
+def _install_host_check(server, names: Iterable[str]) -> None:
+    names = frozenset(host_name(n) for n in names if n)
+
+    @server.before_request
+    def check_host():
+        header = request.headers.get("Host")
+        if host_allowed(header, names):
+            return None
+        shown = (header or "")[:100]
+        return Response(f"Lens: refused a request for host {shown!r}: this server answers to IP addresses, "
+                        f"localhost and the names `lens serve --allow-host NAME` allows (DNS rebinding "
+                        f"protection).\n", status=400, mimetype="text/plain")
 
 
 def _param(q: dict[str, list[str]], key: str) -> str | None:
@@ -108,8 +200,13 @@ def _install_token_check(server, token: str) -> None:
         return resp
 
 
-def create_app(warehouse: Warehouse | str | Path, run_id: str | None = None, token: str | None = None) -> dash.Dash:
-    """Build the Dash app over ``warehouse``; ``run_id`` is the run shown first (default: newest)."""
+def create_app(warehouse: Warehouse | str | Path, run_id: str | None = None, token: str | None = None,
+               allowed_hosts: Iterable[str] = ()) -> dash.Dash:
+    """Build the Dash app over ``warehouse``; ``run_id`` is the run shown first (default: newest).
+
+    ``allowed_hosts``: host names, besides IP addresses and ``localhost``, that requests may
+    name in their ``Host`` header.
+    """
     wh = warehouse if isinstance(warehouse, Warehouse) else Warehouse(warehouse)
     write_wh = wh if wh.memory else Warehouse(wh.path, lock_timeout=min(wh.lock_timeout, WRITE_LOCK_TIMEOUT))
     server_pending: dict[str, dict[str, Any]] = {}  # verdict_id -> record not stored yet
@@ -119,6 +216,8 @@ def create_app(warehouse: Warehouse | str | Path, run_id: str | None = None, tok
         suppress_callback_exceptions=True, serve_locally=True,
     )
     server = app.server
+    _install_log_redaction(token)
+    _install_host_check(server, allowed_hosts)  # first: a rebound name gets nothing, not even a 401
     if token:
         _install_token_check(server, token)
 
@@ -130,16 +229,18 @@ def create_app(warehouse: Warehouse | str | Path, run_id: str | None = None, tok
         return resp
 
     def png(kind: str, run: str, example_id: int):
+        if example_id not in _INT64:
+            abort(404)
         data = queries.image(wh, kind, run, example_id)
         if data is None:
             abort(404)
         return Response(data, mimetype="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
-    @server.route("/img/<run>/<int:example_id>.png")
+    @server.route("/img/<run>/<int(signed=True):example_id>.png")
     def failure_image(run: str, example_id: int):
         return png("img", run, example_id)
 
-    @server.route("/saliency/<run>/<int:example_id>.png")
+    @server.route("/saliency/<run>/<int(signed=True):example_id>.png")
     def saliency_image(run: str, example_id: int):
         return png("saliency", run, example_id)
 

@@ -25,6 +25,15 @@ def is_loopback(host: str) -> bool:
             return False
 
 
+def served_names(host: str, extra: tuple[str, ...] = ()) -> set[str]:
+    """Host names requests may use (besides IP addresses and localhost): ``host`` itself, this
+    machine's names when ``host`` is a wildcard address, and ``extra``."""
+    names = {host, *extra}
+    if host in ("0.0.0.0", "::", ""):
+        names |= {socket.gethostname(), socket.getfqdn()}
+    return {n for n in names if n}
+
+
 @click.command()
 @click.option("--run", "run_id", default=None, help="Run shown first (default: the newest).")
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -33,13 +42,19 @@ def is_loopback(host: str) -> bool:
 @click.option("--token", default=None, envvar=ENV_TOKEN,
               help=f"Access token every request must carry (?token=, X-Lens-Token header or the cookie the first "
                    f"visit sets). Required off loopback; 'auto' makes one up. Env: {ENV_TOKEN}.")
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+              help="Another host name browsers may use to reach the app (a reverse proxy's, an SSH alias). "
+                   "Requests naming any other host are refused (DNS rebinding); IP addresses, localhost, "
+                   "--host and, on 0.0.0.0/::, this machine's names are always allowed. Repeatable.")
 @click.option("--debug", is_flag=True, help="Dash debug mode (reloads on code changes; loopback only).")
 @click.pass_obj
-def serve(wh, run_id, host, port, token, debug):
+def serve(wh, run_id, host, port, token, allow_hosts, debug):
     """Start the dashboard and review form over the warehouse.
 
     The app opens the warehouse per request and closes it again, so CLI stages can run
-    while it is up. Listening on anything but loopback requires an access token.
+    while it is up. Listening on anything but loopback requires an access token. Requests
+    must name the server by IP address, localhost, --host or an --allow-host name (so a web
+    page cannot reach it through DNS rebinding), and the access log never shows the token.
 
     \b
     Example:
@@ -65,7 +80,7 @@ def serve(wh, run_id, host, port, token, debug):
 
     from dashboards.app import create_app
 
-    app = create_app(wh, run_id=run_id, token=token)
+    app = create_app(wh, run_id=run_id, token=token, allowed_hosts=served_names(host, allow_hosts))
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
     click.echo(f"Lens dashboard on {url}  (warehouse {wh.path}; Ctrl+C stops it)")

@@ -470,8 +470,8 @@ def create_app(warehouse: Warehouse | str | Path, run_id: str | None = None, tok
 
     @app.callback(Output("failure-panel", "children"), Output("progress", "children"),
                   Input("review-state", "data"), Input("selected-dim", "data"), Input("verdict-tick", "data"),
-                  State("reviewer", "value"))
-    def render_failure(state, selected, _tick, reviewer):
+                  Input("review-expanded", "data"), State("reviewer", "value"))
+    def render_failure(state, selected, _tick, expanded, reviewer):
         if not state:
             raise PreventUpdate
         ids = state["ids"]
@@ -484,6 +484,7 @@ def create_app(warehouse: Warehouse | str | Path, run_id: str | None = None, tok
         sel = selected if selected in dims + [verdict_stage.OVERALL] else (dims[0] if dims else verdict_stage.OVERALL)
         progress = (f"failure {state['pos'] + 1} of {len(ids)} · {item['queue_reviewed']} of {len(ids)} reviewed"
                     f" · dimension: {sel}")
-        return review.panel(item, dims, sel, (reviewer or "").strip() or "anonymous"), progress
+        return review.panel(item, dims, sel, (reviewer or "").strip() or "anonymous", expanded or []), progress
 
+    review.register_callbacks(app)  # "show all" of a long answer
     return app

@@ -24,6 +24,25 @@ def esc(text: Any) -> str:
     return _html.escape("" if text is None else str(text), quote=False)
 
 
+#: characters of a model- or file-made text shown in a table cell, a name or a label; the rest
+#: is on demand (a ``title`` tooltip up to TITLE_CHARS, the review page for whole answers)
+CELL_CHARS = 300
+NAME_CHARS = 160
+TITLE_CHARS = 2000
+
+
+def clip(text: Any, limit: int) -> str:
+    """``text`` cut to ``limit`` characters with "…" (the pages stay small whatever the answers hold)."""
+    text = "" if text is None else str(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def clipped_title(text: Any, limit: int) -> str | None:
+    """The tooltip for a clipped text: more of it (None when it was not clipped)."""
+    text = "" if text is None else str(text)
+    return None if len(text) <= limit else clip(text, TITLE_CHARS)
+
+
 def pct(x: float | None, digits: int = 0) -> str:
     return "—" if x is None else f"{100 * x:.{digits}f}%"
 
@@ -150,7 +169,7 @@ def spotlight_section(data: dict[str, Any]) -> html.Section:
             html.Td(dcc.Link(f"#{c['example_id']}", href=review_href(run, hyp=c["hypothesis_id"], dim="data_quality"))),
             html.Td(html.Img(src=image_url(run, c["example_id"]), className="thumb", alt="")),
             html.Td(f"{c['true_name']} → {c['pred_name']}"),
-            html.Td(c["text"] or ""),
+            html.Td(clip(c["text"], CELL_CHARS), title=clipped_title(c["text"], CELL_CHARS)),
             html.Td("—" if c["label_quality"] is None else f"{c['label_quality']:.2f}"
                     + (" (flagged)" if c["label_issue"] else "")),
             html.Td("—" if c["neighbour_true_share"] is None else
@@ -179,8 +198,9 @@ def cluster_section(data: dict[str, Any]) -> html.Section:
             name = c["name"] or ("noise" if cid == -1 else f"cluster {cid}")
             thumbs = [html.Img(src=image_url(run, e), className="thumb", alt="") for e in (c["rep_examples"] or [])[:5]]
             rows.append(html.Tr(className="noise" if cid == -1 else "", children=[
-                html.Td(dcc.Link(name, href=review_href(run, dim=dim, cluster=cid), className="cluster-link",
-                                 id=f"cluster-link-{dim}-{cid}")),
+                html.Td(dcc.Link(clip(name, NAME_CHARS), href=review_href(run, dim=dim, cluster=cid),
+                                 className="cluster-link", id=f"cluster-link-{dim}-{cid}",
+                                 title=clipped_title(name, NAME_CHARS))),
                 html.Td(f"{c['size']:,}"),
                 html.Td(purity_text(c), className="purity", id=f"purity-{dim}-{cid}"),
                 html.Td(thumbs, className="thumbs"),
@@ -260,11 +280,13 @@ def recommendations_section(data: dict[str, Any]) -> html.Section:
                       if r["reviewed"] else "unreviewed")
             rows.append(html.Tr([
                 html.Td(str(r["rank"])),
-                html.Td(dcc.Link(r["name"] or f"cluster {r['cluster_id']}",
-                                 href=review_href(run, dim="fix", cluster=r["cluster_id"]))),
+                html.Td(dcc.Link(clip(r["name"] or f"cluster {r['cluster_id']}", NAME_CHARS),
+                                 href=review_href(run, dim="fix", cluster=r["cluster_id"]),
+                                 title=clipped_title(r["name"], NAME_CHARS))),
                 html.Td(str(r["size"])),
                 html.Td(purity),
-                html.Td(r["medoid_text"] or "", className="muted"),
+                html.Td(clip(r["medoid_text"], CELL_CHARS), className="muted",
+                        title=clipped_title(r["medoid_text"], CELL_CHARS)),
             ]))
         body = html.Table(id="recommendations", className="table", children=[
             html.Thead(html.Tr([html.Th(h) for h in ("#", "fix cluster", "failures", "purity", "typical answer")])),
@@ -321,7 +343,9 @@ def compare_layout(runs: list[str], a: str | None, b: str | None, data: dict[str
             html.Table(id="compare-clusters", className="table", children=[
                 html.Thead(html.Tr([html.Th(h) for h in ("dimension", "cluster", "failures", "fixed",
                                                          "same mistake", "other mistake", "fixed share")])),
-                html.Tbody([html.Tr([html.Td(c["dimension"]), html.Td(c["name"] or str(c["cluster_id"])),
+                html.Tbody([html.Tr([html.Td(c["dimension"]),
+                                     html.Td(clip(c["name"] or str(c["cluster_id"]), NAME_CHARS),
+                                             title=clipped_title(c["name"], NAME_CHARS)),
                                      html.Td(str(c["failures_a"])), html.Td(str(c["fixed_in_b"])),
                                      html.Td(str(c["same_mistake_in_b"])), html.Td(str(c["other_mistake_in_b"])),
                                      html.Td(pct(c["fixed_share"]))])

@@ -6,6 +6,14 @@ filters), ``review-state`` ({run, ids, pos, dims}), ``selected-dim``, ``verdict-
 ``key-verdict`` / ``key-nav`` / ``key-dim`` (set by keys.js), the filters ``f-cluster``,
 ``f-pair``, ``f-tag``, ``f-unreviewed``, the ``reviewer`` input, ``note``, ``progress``,
 ``saving`` / ``save-status`` and ``failure-panel``.
+
+Answers, descriptions, claims and cluster names are texts from a model or a file: the page
+shows the first :data:`ANSWER_CHARS` (names :data:`~dashboards.overview.NAME_CHARS`) of
+each, so a huge answer never makes a huge page; a clipped answer (or description) has a
+"show all" button (``{"type": "full-text", "dim": ..., "hyp": ...}``) that adds
+``"<hyp>|<dim>"`` (``"<hyp>|_description"``) to the store ``review-expanded``
+(:func:`register_callbacks`); the panel then shows that text whole (an answer with its
+verdict sentence), and keeps it whole when it is drawn again (a verdict, a click on its card).
 """
 
 from __future__ import annotations
@@ -13,9 +21,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from dash import dcc, html
+from dash import ALL, Input, Output, State, ctx, dcc, html
+from dash.exceptions import PreventUpdate
 
-from dashboards.overview import image_url, nav, pct
+from dashboards.overview import CELL_CHARS, NAME_CHARS, clip, clipped_title, image_url, nav, pct
+
+#: characters of an answer, summary or description shown before "show all"
+ANSWER_CHARS = 2000
+#: characters of a claim or a dropdown label
+LABEL_CHARS = 120
+#: answers kept expanded ("show all") at once; the oldest is clipped again
+MAX_EXPANDED = 20
 
 VERDICT_LABELS = (("agree", "agree (a)"), ("disagree", "disagree (d)"), ("skip", "skip (s)"))
 EVIDENCE_FIELDS = (
@@ -30,7 +46,7 @@ EVIDENCE_FIELDS = (
 
 
 def layout(run_id: str, params: dict[str, Any], options: dict[str, Any], reviewer: str | None) -> html.Div:
-    cluster_opts = [{"label": f"{c['dimension']}: {c['name'] or c['cluster_id']} ({c['size']})",
+    cluster_opts = [{"label": f"{c['dimension']}: {clip(c['name'] or c['cluster_id'], LABEL_CHARS)} ({c['size']})",
                      "value": f"{c['dimension']}|{c['cluster_id']}"} for c in options["clusters"]]
     pair_opts = [{"label": f"{p['true_name']} → {p['pred_name']} ({p['n']})", "value": f"{p['label']}-{p['pred']}"}
                  for p in options["pairs"]]
@@ -40,6 +56,7 @@ def layout(run_id: str, params: dict[str, Any], options: dict[str, Any], reviewe
         dcc.Store(id="review-query", data={**params, "run": run_id}),
         dcc.Store(id="review-state"),
         dcc.Store(id="selected-dim", data=params.get("dim")),
+        dcc.Store(id="review-expanded", data=[]),
         dcc.Store(id="verdict-tick", data=0),
         dcc.Store(id="key-verdict"), dcc.Store(id="key-nav"), dcc.Store(id="key-dim"),
         dcc.Interval(id="retry-interval", interval=2000, disabled=True),
@@ -90,6 +107,34 @@ def _highlight(text: str, spans: list[str]) -> list[Any]:
     return parts
 
 
+def expandable(hypothesis_id: str, part: str, text: str, *, expanded: bool, bad: list[str] | tuple = (),
+               class_name: str = "answer") -> list[Any]:
+    """A text of the answer: whole when short or expanded, else its first ANSWER_CHARS and a "show all"
+    button (id ``{"type": "full-text", "dim": part, "hyp": hypothesis_id}``)."""
+    if expanded or len(text) <= ANSWER_CHARS:
+        return [html.P(_highlight(text, list(bad)), className=class_name)]
+    return [
+        html.P([*_highlight(text[:ANSWER_CHARS], list(bad)), "…"], className=f"{class_name} clipped"),
+        html.Button(f"show all {len(text):,} characters", id={"type": "full-text", "dim": part, "hyp": hypothesis_id},
+                    n_clicks=0, className="full-text"),
+    ]
+
+
+def register_callbacks(app) -> None:
+    """The review page's own callbacks: "show all" marks a clipped answer expanded."""
+
+    @app.callback(Output("review-expanded", "data"),
+                  Input({"type": "full-text", "dim": ALL, "hyp": ALL}, "n_clicks"),
+                  State("review-expanded", "data"), prevent_initial_call=True)
+    def show_full_text(_clicks, expanded):
+        hit = ctx.triggered_id
+        if not isinstance(hit, dict) or not any(t.get("value") for t in ctx.triggered):
+            raise PreventUpdate  # buttons drawn again (n_clicks 0), not clicked
+        key = f"{hit['hyp']}|{hit['dim']}"
+        keep = [k for k in (expanded or []) if k != key]
+        return [*keep, key][-MAX_EXPANDED:]
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "—"
@@ -120,8 +165,10 @@ def _evidence(ev: dict[str, Any] | None, names: dict[int, str]) -> html.Div:
     return html.Table(rows, className="facts", id="evidence-facts")
 
 
-def panel(item: dict[str, Any], dims: list[str], selected: str, reviewer: str) -> list[Any]:
-    run, ex = item["run_id"], item["example_id"]
+def panel(item: dict[str, Any], dims: list[str], selected: str, reviewer: str,
+          expanded: list[str] | tuple[str, ...] = ()) -> list[Any]:
+    """The failure panel; answers whose ``"<hypothesis_id>|<dimension>"`` is in ``expanded`` are shown whole."""
+    run, ex, hid = item["run_id"], item["example_id"], item["hypothesis_id"]
     mine = {v["dimension"]: v["verdict"] for v in item["verdicts"] if v["reviewer"] == reviewer}
     others = {}
     for v in item["verdicts"]:
@@ -152,17 +199,19 @@ def panel(item: dict[str, Any], dims: list[str], selected: str, reviewer: str) -
             cluster = a["cluster_name"] or ("noise" if a["cluster_id"] == -1 else
                                             (f"cluster {a['cluster_id']}" if a["cluster_id"] is not None else "not clustered"))
             body.append(html.Div(className="meta", children=[
-                html.Span(f"cluster: {cluster}", className="cluster-name"),
-                html.Span(f"tag: {a['tag']}", className="tag") if a["tag"] else None,
+                html.Span(f"cluster: {clip(cluster, NAME_CHARS)}", className="cluster-name",
+                          title=clipped_title(cluster, NAME_CHARS)),
+                html.Span(f"tag: {clip(a['tag'], LABEL_CHARS)}", className="tag") if a["tag"] else None,
             ]))
-            body.append(html.P(_highlight(a["text"] or "", bad), className="answer"))
-            if a["summary"]:
-                body.append(html.P(a["summary"], className="summary"))
+            whole = f"{hid}|{dim}" in expanded
+            body.extend(expandable(hid, dim, a["text"] or "", expanded=whole, bad=bad))
+            if a["summary"]:  # expanded with the answer
+                body.append(html.P(a["summary"] if whole else clip(a["summary"], ANSWER_CHARS), className="summary"))
             if claims.get(dim):
                 body.append(html.Ul(className="claims", children=[
                     html.Li(className=c["verdict"], children=[
-                        html.Span(c["verdict"], className="claim-verdict"), f" “{c['claim']}” ",
-                        html.Span(f"({c['kind']}; {c['fact'] or 'no fact'})", className="muted")])
+                        html.Span(c["verdict"], className="claim-verdict"), f" “{clip(c['claim'], CELL_CHARS)}” ",
+                        html.Span(f"({c['kind']}; {clip(c['fact'] or 'no fact', CELL_CHARS)})", className="muted")])
                     for c in claims[dim]]))
         cards.append(html.Div(
             id={"type": "dim-card", "dim": dim}, n_clicks=0,
@@ -184,7 +233,8 @@ def panel(item: dict[str, Any], dims: list[str], selected: str, reviewer: str) -
             html.Div(images, className="images"),
             html.P(["true label: ", html.B(item["true_name"] or str(item["label"]), id="true-label")]),
             html.Div(["top-3:", top3]),
-            html.P(item["description"], className="description") if item.get("description") else None,
+            *(expandable(hid, "_description", item["description"], expanded=f"{hid}|_description" in expanded,
+                         class_name="description") if item.get("description") else []),
             html.H3("Evidence"),
             _evidence(ev, item["neighbour_names"]),
         ]),

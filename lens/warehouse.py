@@ -194,6 +194,40 @@ class Warehouse:
         d.mkdir(parents=True, exist_ok=True)
         return d
 
+    def artifact_ref(self, path: str | os.PathLike) -> str:
+        """What ``runs.checkpoint_path`` stores for an artifact file: its path relative to the
+        warehouse's folder (``artifacts/<run>/model-....pt``, POSIX separators) when it lies
+        inside it, so the warehouse works from any working directory and after its folder is
+        moved; otherwise (or for an in-memory warehouse) its absolute path."""
+        p = Path(path).resolve()
+        if not self.memory:
+            try:
+                return p.relative_to(self.path.parent.resolve()).as_posix()
+            except ValueError:
+                pass
+        return str(p)
+
+    def artifact_path(self, stored: str | os.PathLike) -> Path:
+        """The file a stored artifact path (``runs.checkpoint_path``) names: the one way to read it.
+
+        Relative paths are relative to the warehouse's folder (:meth:`artifact_ref`). Older
+        warehouses stored paths relative to the working directory of the command that wrote
+        them (``warehouse/artifacts/demo/model-....pt``), or absolute ones; for those the
+        first of these that exists wins: the path relative to the warehouse's folder, as
+        stored (absolute, or relative to the current directory), and the part from its last
+        ``artifacts/`` folder on, under the warehouse's folder (a warehouse moved with its
+        artifacts). When none exists, the path relative to the warehouse's folder (or the
+        stored absolute path) is returned, for the caller's "not found" message.
+        """
+        p = Path(stored)
+        home = Path.cwd() if self.memory else self.path.parent
+        primary = p if p.is_absolute() else home / p
+        candidates = [primary, p]
+        if "artifacts" in p.parts[:-1]:
+            i = len(p.parts) - 1 - p.parts[::-1].index("artifacts")
+            candidates.append(home.joinpath(*p.parts[i:]))
+        return next((c for c in candidates if c.is_file()), primary)
+
     # -- small read helpers --------------------------------------------------------------
 
     def query(self, sql: str, params: Any = None):

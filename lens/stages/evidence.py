@@ -497,12 +497,11 @@ def run(
     elif not by_shape:
         skipped["saliency"] = "no failure images stored"
     else:
-        from pathlib import Path
-
-        if not Path(checkpoint_path).is_file():
-            skipped["saliency"] = f"checkpoint {checkpoint_path} not found (was the run trained on another machine?)"
+        ckpt_file = wh.artifact_path(checkpoint_path)  # relative to the warehouse's folder
+        if not ckpt_file.is_file():
+            skipped["saliency"] = f"checkpoint {ckpt_file} not found (was the run trained on another machine?)"
         else:
-            _saliency(checkpoint_path, images, pred, saliency_method, device, batch_size, progress,
+            _saliency(ckpt_file, images, pred, saliency_method, device, batch_size, progress,
                       sal_share, sal_png, sal_method)
     timings["saliency"] = time.perf_counter() - t0
 

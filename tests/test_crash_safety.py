@@ -140,6 +140,7 @@ def _train_state(db: Path) -> dict:
         (config, ckpt), = con.execute("select config, checkpoint_path from runs where run_id = 't'").fetchall()
         n = {t: con.execute(f"select count(*) from {t} where run_id = 't'").fetchone()[0] for t in TRAIN_TABLES}
         wrong = con.execute("select count(*) from predictions where run_id = 't' and pred <> label").fetchone()[0]
+    ckpt = str(Warehouse(db).artifact_path(ckpt))  # stored relative to the warehouse's folder
     return {"seed": json.loads(config)["seed"], "checkpoint": ckpt, "counts": n, "wrong": wrong}
 
 

@@ -146,7 +146,7 @@ def test_features_and_checkpoint_reproduce_the_stored_predictions(trained, cifar
     assert counts.split.tolist() == ["eval", "train"]
     assert counts.n.tolist() == [N_TEST, N_TRAIN] and (counts.d == 512).all() and (counts.d2 == 512).all()
 
-    model, meta = load_checkpoint(run.checkpoint_path)
+    model, meta = load_checkpoint(wh.artifact_path(run.checkpoint_path))  # relative to the warehouse folder
     assert meta["mean"] == config["mean"] and meta["class_names"][0] == "airplane"
     stored = wh.query("select f.example_id, f.vector, p.probs from features f join predictions p"
                       " using (run_id, example_id) where f.run_id = 'quick' and f.split = 'eval'"

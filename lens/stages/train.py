@@ -42,7 +42,8 @@ rerunning redoes the run):
 
 The checkpoint (:func:`lens.models.save_checkpoint`) is written just before that
 transaction to a new file ``<warehouse dir>/artifacts/<run>/model-<UTC time>-<random>.pt``
-(``runs.checkpoint_path`` names it), never over the stored run's checkpoint: a retrain
+(``runs.checkpoint_path`` names it relative to the warehouse's folder, read back with
+:meth:`Warehouse.artifact_path`), never over the stored run's checkpoint: a retrain
 killed before its commit leaves the old run and its weights as they were. After the
 commit the run's other checkpoint files are removed.
 
@@ -626,13 +627,13 @@ def _store(warehouse: Warehouse, run_id: str, *, force: bool, class_names, datas
         for table in REPLACED_TABLES:
             delete_rows(con, table, {"run_id": run_id})
         write_run(con, run_id, kind="train", class_names=class_names, dataset=dataset_ref, eval_split=eval_split,
-                  model=ARCH, checkpoint_path=str(ckpt), parent_run_id=parent_run_id, config=config)
+                  model=ARCH, checkpoint_path=warehouse.artifact_ref(ckpt), parent_run_id=parent_run_id, config=config)
         store_results(con, run_id, preds, failures)
         replace_rows(con, "training_log", {"run_id": run_id}, log)
         replace_rows(con, "features", {"run_id": run_id}, features)
         record_stage(con, run_id, "train", started_at=started, details=details)
         rows = con.execute("select checkpoint_path from runs where checkpoint_path is not null").fetchall()
-    return {str(Path(r[0]).resolve()) for r in rows}
+    return {str(warehouse.artifact_path(r[0]).resolve()) for r in rows}
 
 
 __all__ = [

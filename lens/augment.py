@@ -294,11 +294,99 @@ def random_erasing(x, *, p: float = 0.5, scale: tuple[float, float] = (0.02, 0.2
 def recommended_fixes(con, run_id: str, *, top: int = 3) -> list[dict[str, Any]]:
     """The ``top`` rows of the ``recommendations`` view for ``run_id``, as dicts for :func:`plan`."""
     rows = con.execute(
-        "select cluster_id, name, medoid_text, size, reviewed, purity_lower from recommendations"
+        "select rank, cluster_id, name, medoid_text, size, reviewed, purity_lower from recommendations"
         " where run_id = ? order by rank limit ?",
         [run_id, top],
     ).fetchall()
     return [
-        {"cluster_id": c, "name": n, "text": m or "", "size": s, "reviewed": r, "purity_lower": p}
-        for c, n, m, s, r, p in rows
+        {"rank": k, "cluster_id": c, "name": n, "text": m or "", "size": s, "reviewed": r, "purity_lower": p}
+        for k, c, n, m, s, r, p in rows
     ]
+
+
+# -- experiment arms (lens experiment) -------------------------------------------------------
+
+#: words of a fix cluster that ask for more data of some classes (when no augmentation matched)
+DATA_RULE = re.compile(
+    r"collect|gather|more (?:[\w-]+ ){0,3}(?:images|examples|photos|pictures|data|samples)|"
+    r"under-?represent|oversampl|rebalanc|class balance", re.I)
+#: the share of a data arm's training positions that its classes take over from the others
+OVERSAMPLE_SHARE = 0.5
+
+
+@dataclass
+class ArmPlan:
+    """One arm of an experiment: the change it makes, and the recommendation it tests.
+
+    ``kind`` is an augmentation kind (:data:`KINDS`) or ``'oversample'`` (a data change:
+    the training subset with more of the cluster's true classes, same size and order; the
+    stand-in Lens can run for "collect more images of X").
+    """
+
+    arm: str
+    kind: str
+    params: dict[str, Any]
+    reason: str
+    cluster: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def augment_spec(self) -> AugmentSpec | None:
+        return AugmentSpec(self.kind, dict(self.params), self.reason, dict(self.cluster)) if self.kind in KINDS else None
+
+
+def plan_arms(clusters: Sequence[dict[str, Any]], *, top: int = 3) -> tuple[list[ArmPlan], list[str]]:
+    """One arm per recommended fix cluster among the ``top``, best first.
+
+    Each cluster gets the first augmentation rule its words match that no earlier arm uses (as
+    :func:`plan`); otherwise, when its words ask for more data (:data:`DATA_RULE`) and it names
+    ``classes`` (the true classes of its failures), an ``oversample`` arm for them; otherwise it
+    is skipped (relabelling and other changes need people), with the reason.
+    """
+    arms: list[ArmPlan] = []
+    skipped: list[str] = []
+    used: set[str] = set()
+    for c in list(clusters)[:top]:
+        words = f"{c.get('name') or ''} {c.get('text') or ''}"
+        label = f"cluster {c.get('cluster_id')} ({c.get('name')!r}, {c.get('size', '?')} failures)"
+        chosen = None
+        for kind, pattern, params in RULES:
+            m = pattern.search(words)
+            if m and kind not in used:
+                chosen = ArmPlan(kind, kind, dict(params), f"{label} mentions {m.group(0)!r}", dict(c))
+                break
+        if chosen is None:
+            m = DATA_RULE.search(words)
+            classes = list(c.get("classes") or [])
+            if m and classes and "oversample" not in used:
+                chosen = ArmPlan("oversample", "oversample", {"classes": classes, "share": OVERSAMPLE_SHARE},
+                                 f"{label} mentions {m.group(0)!r}", dict(c))
+        if chosen is None:
+            skipped.append(f"{label}: no automatic change matches its words (relabelling needs people: "
+                           f"review it in `lens serve`)")
+            continue
+        used.add(chosen.kind)
+        arms.append(chosen)
+    return arms, skipped
+
+
+def oversample_index(labels, classes: Sequence[int], *, share: float = OVERSAMPLE_SHARE, seed: int = 0):
+    """Training positions for an ``oversample`` arm: int64 array (N,) of indices into ``labels`` (N,).
+
+    The same length as the subset (so the same budget and, with the same generator, the same
+    order of positions): ``share`` x (number of examples of ``classes``) positions that held
+    other classes now hold extra, randomly chosen examples of ``classes`` (seeded).
+    """
+    import numpy as np
+
+    labels = np.asarray(labels)
+    idx = np.arange(len(labels), dtype=np.int64)
+    target = np.flatnonzero(np.isin(labels, list(classes)))
+    others = np.flatnonzero(~np.isin(labels, list(classes)))
+    k = min(int(round(share * len(target))), len(others))
+    if k == 0 or len(target) == 0:
+        return idx
+    rng = np.random.default_rng(seed)
+    idx[rng.choice(others, size=k, replace=False)] = rng.choice(target, size=k, replace=True)
+    return idx

@@ -27,6 +27,8 @@ KEYS: dict[str, tuple[str, ...]] = {
     "verdicts": ("verdict_id",),
     "stage_runs": ("run_id", "stage"),
     "class_image_stats": ("dataset", "image_side", "class_id", "fact"),
+    "experiments": ("experiment_id",),
+    "experiment_arms": ("run_id",),
     # views
     "predictions": ("run_id", "example_id"),
     "class_metrics": ("run_id", "class_id"),
@@ -41,6 +43,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "latest_verdicts": ("hypothesis_id", "dimension", "reviewer"),
     "review_queue": ("hypothesis_id",),
     "recommendations": ("run_id", "cluster_id"),
+    "recommendation_effects": ("experiment_id", "arm", "scope", "item_id"),
 }
 
 ACCEPTED: dict[tuple[str, str], set] = {
@@ -50,6 +53,9 @@ ACCEPTED: dict[tuple[str, str], set] = {
     ("verdicts", "verdict"): {"agree", "disagree", "skip"},
     ("stage_runs", "status"): {"done", "partial", "failed"},
     ("features", "split"): {"train", "eval"},
+    ("recommendation_effects", "scope"): {"overall", "cluster", "class"},
+    ("recommendation_effects", "verdict"): {"beats control", "no clear effect", "worse than control"},
+    ("recommendations", "effect"): {"untested", "beats control", "no clear effect", "worse than control"},
 }
 
 RANGES: dict[tuple[str, str], tuple[float, float]] = {
@@ -68,6 +74,11 @@ RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("evidence", "saliency_centre_share"): (0.0, 1.0),
     ("predictions", "confidence"): (0.0, 1.0 + 1e-6),
     ("failures", "confidence"): (0.0, 1.0 + 1e-6),
+    ("recommendation_effects", "arm_share"): (0.0, 1.0),
+    ("recommendation_effects", "control_share"): (0.0, 1.0),
+    ("recommendation_effects", "delta"): (-1.0, 1.0),
+    ("recommendation_effects", "delta_lower"): (-1.0, 1.0),
+    ("recommendation_effects", "delta_upper"): (-1.0, 1.0),
 }
 
 

@@ -73,6 +73,11 @@ def train(wh, data, run_id, epochs, batch_size, limit_train, limit_test, device,
         f"Trained run {res.run_id!r} on {res.device} in {res.seconds:.0f}s: accuracy {res.accuracy:.1%} on "
         f"{res.n_eval:,} examples, {res.failures:,} failures. Checkpoint: {res.checkpoint}"
     )
+    if augment_from:
+        click.echo(f"Did the augmentation help? This run differs from {augment_from!r} in more than the augmentation "
+                   f"(weights, training noise), so comparing the two cannot tell. A controlled experiment can (same "
+                   f"checkpoint, seed, data order and budget, with and without each change): "
+                   f"lens experiment --from {augment_from} --seeds 2")
     click.echo(f"Next: lens sample --run {res.run_id} --per-class 15")
 
 

@@ -4,6 +4,12 @@
 -- or down. Unreviewed clusters follow, ranked by size, with reviewed = false.
 -- Clusters whose purity upper bound is below 0.5 (reviewers mostly disagree with them)
 -- are hidden, and so is noise (cluster_id -1).
+-- Once an experiment (`lens experiment`) has tested some of a run's recommendations, the
+-- measured lift ranks them: effect is the verdict of the arm that tested the cluster in the
+-- run's latest experiment (recommendation_effects, scope 'overall': accuracy vs the control
+-- arm), or 'untested'. Order: 'beats control' (by lift), then untested (as above), then
+-- 'no clear effect', then 'worse than control' (each by lift). lift = accuracy delta vs
+-- control with its paired 95% interval; cluster_lift = the same for the cluster's own failures.
 -- key: (run_id, cluster_id)
 create or replace view recommendations as
 with fix_clusters as (
@@ -32,12 +38,67 @@ visible as (
     select * from fix_clusters
     where not reviewed or purity_upper >= 0.5
 ),
+latest_experiment as (
+    select parent_run_id, experiment_id
+    from (
+        select
+            e.parent_run_id,
+            e.experiment_id,
+            row_number() over (partition by e.parent_run_id order by e.created_at desc, e.experiment_id desc) as r
+        from experiments as e
+        where exists (
+            select 1 from experiment_arms as a where a.experiment_id = e.experiment_id and not a.is_control
+        )
+    )
+    where r = 1
+),
+tested as (
+    select
+        o.parent_run_id as run_id,
+        o.targeted_cluster_id as cluster_id,
+        o.experiment_id,
+        o.arm,
+        o.seeds,
+        o.verdict as effect,
+        o.delta as lift,
+        o.delta_lower as lift_lower,
+        o.delta_upper as lift_upper,
+        c.delta as cluster_lift,
+        c.delta_lower as cluster_lift_lower,
+        c.delta_upper as cluster_lift_upper,
+        c.verdict as cluster_effect
+    from recommendation_effects as o
+    join latest_experiment as l on l.experiment_id = o.experiment_id
+    left join recommendation_effects as c
+        on c.experiment_id = o.experiment_id and c.arm = o.arm and c.scope = 'cluster' and c.targeted
+    where o.scope = 'overall'
+),
+measured as (
+    select
+        v.*,
+        coalesce(t.effect, 'untested') as effect,
+        t.lift,
+        t.lift_lower,
+        t.lift_upper,
+        t.cluster_lift,
+        t.cluster_lift_lower,
+        t.cluster_lift_upper,
+        t.cluster_effect,
+        t.experiment_id,
+        t.arm,
+        t.seeds
+    from visible as v
+    left join tested as t on t.run_id = v.run_id and t.cluster_id = v.cluster_id
+),
 final as (
     select
         run_id,
         row_number() over (
             partition by run_id
-            order by reviewed desc, case when reviewed then size * purity_lower else size end desc, cluster_id
+            order by
+                case effect when 'beats control' then 0 when 'untested' then 1 when 'no clear effect' then 2 else 3 end,
+                lift desc nulls last,
+                reviewed desc, case when reviewed then size * purity_lower else size end desc, cluster_id
         ) as rank,
         cluster_id,
         name,
@@ -53,7 +114,18 @@ final as (
         medoid_text,
         top_pairs,
         tag_distribution,
-        representative_failures
-    from visible
+        representative_failures,
+        effect,
+        lift,
+        lift_lower,
+        lift_upper,
+        cluster_lift,
+        cluster_lift_lower,
+        cluster_lift_upper,
+        cluster_effect,
+        experiment_id,
+        arm,
+        seeds
+    from measured
 )
 select * from final

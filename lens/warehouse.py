@@ -94,6 +94,11 @@ def _is_lock_error(exc: Exception) -> bool:
     return "Could not set lock" in text or "Conflicting lock" in text
 
 
+def _is_disk_full(exc: Exception) -> bool:
+    """DuckDB's ENOSPC: an IOException mid-statement, or a TransactionException at commit."""
+    return "No space left on device" in str(exc)
+
+
 class Warehouse:
     """A Lens warehouse: one DuckDB file plus an ``artifacts/`` folder beside it.
 
@@ -171,6 +176,14 @@ class Warehouse:
                             migrate(con)
                             _migrated.add(key)
             yield con
+        except duckdb.Error as exc:
+            if _is_disk_full(exc):
+                raise LensError(
+                    f"The disk holding the warehouse {self.path} is full (No space left on device): "
+                    f"the failed write was rolled back and nothing of it was stored. Free some space "
+                    f"(DuckDB also needs room for its .wal file) and run the command again."
+                ) from exc
+            raise
         finally:
             with _open_close_lock:
                 con.close()

@@ -34,6 +34,9 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 ENV_DATA = "LENS_DATA"
 # Refuse images whose pixel count suggests a decompression bomb (PIL's own limit is 89M).
 MAX_IMAGE_PIXELS = 64_000_000
+#: image files larger than this are refused before they are read: an uncompressed RGBA image
+#: at MAX_IMAGE_PIXELS is 256 MB, so nothing decodable is bigger (a 3 GB "png" is never read)
+MAX_IMAGE_FILE_BYTES = 256 * 2**20
 
 
 @dataclass
@@ -88,6 +91,45 @@ def decode_image(data: bytes, *, where: str):
         raise DataError(f"{where}: image too large, refused as a possible decompression bomb ({exc})") from exc
     except Exception as exc:  # PIL raises many types for bad data
         raise DataError(f"{where}: not a readable image ({type(exc).__name__}: {exc})") from exc
+
+
+def read_image_file(path: str | os.PathLike, *, where: str):
+    """Decode an image file to RGB, or raise DataError naming ``where``.
+
+    The file's size and image header are checked before its bytes are read: files over
+    ``MAX_IMAGE_FILE_BYTES`` and files PIL cannot identify from their first bytes are refused
+    without reading them whole.
+    """
+    from PIL import Image
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_IMAGE_FILE_BYTES:
+            raise DataError(
+                f"{where}: file is {size / 2**20:,.0f} MiB, over the {MAX_IMAGE_FILE_BYTES / 2**20:,.0f} MiB "
+                f"limit for an image (MAX_IMAGE_FILE_BYTES); not read"
+            )
+        if size == 0:
+            raise DataError(f"{where}: empty image (0 bytes)")
+        Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path):  # lazy: reads the header only
+                    pass
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise DataError(f"{where}: image too large, refused as a possible decompression bomb ({exc})") from exc
+        except OSError as exc:
+            if not isinstance(exc, Image.UnidentifiedImageError) and exc.errno is not None:
+                raise
+            raise DataError(f"{where}: not a readable image ({type(exc).__name__}: {exc})") from exc
+        except Exception as exc:  # PIL raises many types for bad data
+            raise DataError(f"{where}: not a readable image ({type(exc).__name__}: {exc})") from exc
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{where}: cannot read ({exc})") from exc
+    return decode_image(data, where=where)
 
 
 def to_rgb(im):
@@ -364,11 +406,7 @@ class ImageFolderSource(DatasetSource):
         return out
 
     def _decode(self, split: str, raw, index: int):
-        try:
-            data = Path(raw).read_bytes()
-        except OSError as exc:
-            raise DataError(f"{raw}: cannot read ({exc})") from exc
-        return decode_image(data, where=str(raw))
+        return read_image_file(raw, where=str(raw))
 
     def uri(self, split: str, raw, index: int) -> str:
         return str(Path(raw).resolve())

@@ -212,6 +212,33 @@ def failure_table(
     )
 
 
+def feature_table(
+    run_id: str,
+    splits: str | Sequence[str] | np.ndarray,
+    example_ids: np.ndarray,
+    labels: np.ndarray,
+    vectors: np.ndarray,
+) -> pa.Table:
+    """``features`` rows: one ``FLOAT[]`` vector per example, built as Arrow.
+
+    Parameters
+    ----------
+    splits : str, or sequence of str of shape (N,)
+        ``'train'`` or ``'eval'``, for all rows or per row.
+    example_ids, labels : ndarray, shape (N,)
+    vectors : ndarray of float, shape (N, D)
+    """
+    n = len(example_ids)
+    split_values = np.full(n, splits, dtype=object) if isinstance(splits, str) else np.asarray(splits, dtype=object)
+    return pa.table({
+        "run_id": pa.repeat(pa.scalar(run_id, pa.string()), n),
+        "split": pa.array(split_values, type=pa.string()),
+        "example_id": pa.array(np.asarray(example_ids, dtype=np.int64)),
+        "label": pa.array(np.asarray(labels, dtype=np.int32)),
+        "vector": _list_column(np.asarray(vectors, dtype=np.float32), pa.float32()),
+    })
+
+
 def write_run(
     con,
     run_id: str,
@@ -296,6 +323,7 @@ def store_results(con, run_id: str, preds: pa.Table, failures: pa.Table) -> None
 
 __all__ = [
     "failure_table",
+    "feature_table",
     "image_record",
     "insert_arrow",
     "insert_predictions",

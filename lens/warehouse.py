@@ -95,7 +95,7 @@ def _is_lock_error(exc: Exception) -> bool:
 
 
 def _is_disk_full(exc: Exception) -> bool:
-    """DuckDB's ENOSPC: an IOException mid-statement, or a TransactionException at commit."""
+    """DuckDB's ENOSPC: IOException mid-statement, FatalException (checkpoint) or TransactionException (WAL) at commit."""
     return "No space left on device" in str(exc)
 
 

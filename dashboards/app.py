@@ -4,7 +4,9 @@ Pages (client-side routing through ``dcc.Location``):
 
 * ``/?run=NAME``: the dashboard (:mod:`dashboards.overview`);
 * ``/review?run=NAME&dim=D&cluster=C&pair=T-P&tag=X&unreviewed=1&hyp=ID``: the review form
-  (:mod:`dashboards.review`), filtered as the parameters say.
+  (:mod:`dashboards.review`), filtered as the parameters say;
+* ``/experiments?run=NAME&exp=ID``: the recommendations' controlled experiments
+  (:mod:`dashboards.experiments`).
 
 Flask routes (images by failure id only, never by path):
 
@@ -59,7 +61,7 @@ from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import DependencyException, PreventUpdate
 from flask import Response, abort, g, request
 
-from dashboards import overview, queries, review
+from dashboards import experiments, overview, queries, review
 from lens.errors import DataError, WarehouseLockedError
 from lens.stages import verdicts as verdict_stage
 from lens.warehouse import Warehouse, utcnow
@@ -277,6 +279,8 @@ def create_app(warehouse: Warehouse | str | Path, run_id: str | None = None, tok
                   State("reviewer-store", "data"))
     def render_page(pathname, search, reviewer):
         params = parse_search(search)
+        if (pathname or "/").rstrip("/") == "/experiments":
+            return experiments.page(wh, params["run"] or run_id, _param(parse_qs((search or "").lstrip("?")), "exp"))
         if (pathname or "/").rstrip("/") != "/review":
             # one connection: the requested (or default) run's overview, if it exists
             data = queries.overview(wh, params["run"] or run_id) if (params["run"] or run_id) else None

@@ -64,6 +64,8 @@ def nav(run_id: str | None, active: str) -> html.Nav:
         dcc.Link("Review", href="/review" + q, className="active" if active == "review" else "", id="nav-review"),
         dcc.Link("Compare", href="/compare" + (f"?{urlencode({'a': run_id})}" if run_id else ""),
                  className="active" if active == "compare" else "", id="nav-compare"),
+        dcc.Link("Experiments", href="/experiments" + q, className="active" if active == "experiments" else "",
+                 id="nav-experiments"),
     ])
 
 
@@ -267,6 +269,14 @@ def layout(data: dict[str, Any], runs: list[str]) -> html.Div:
     ])
 
 
+def effect_text(r: dict[str, Any]) -> str:
+    """'untested', or the measured verdict with the accuracy change vs control and its 95% interval."""
+    if r.get("lift") is None:
+        return r.get("effect") or "untested"
+    return (f"{r['effect']}: {100 * r['lift']:+.1f} pts [{100 * r['lift_lower']:+.1f}, "
+            f"{100 * r['lift_upper']:+.1f}]")
+
+
 def recommendations_section(data: dict[str, Any]) -> html.Section:
     """Fix clusters ranked by size x reviewed purity (the `recommendations` view)."""
     recs = data.get("recommendations") or []
@@ -287,15 +297,18 @@ def recommendations_section(data: dict[str, Any]) -> html.Section:
                 html.Td(purity),
                 html.Td(clip(r["medoid_text"], CELL_CHARS), className="muted",
                         title=clipped_title(r["medoid_text"], CELL_CHARS)),
+                html.Td(dcc.Link(effect_text(r), href="/experiments?" + urlencode({"run": run}))),
             ]))
         body = html.Table(id="recommendations", className="table", children=[
-            html.Thead(html.Tr([html.Th(h) for h in ("#", "fix cluster", "failures", "purity", "typical answer")])),
+            html.Thead(html.Tr([html.Th(h) for h in ("#", "fix cluster", "failures", "purity", "typical answer",
+                                                     "measured effect")])),
             html.Tbody(rows),
         ])
     return html.Section(className="panel", children=[
         html.H2("Recommendations"),
         html.P("Fix clusters ranked by size x the lower bound of reviewed purity; unreviewed ones follow by size. "
-               "Your verdicts move them.", className="muted"),
+               "Your verdicts move them. Once `lens experiment` has tested them, the measured effect on accuracy "
+               "vs a control arm ranks them.", className="muted"),
         body,
     ])
 

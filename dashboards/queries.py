@@ -100,8 +100,8 @@ def overview(wh: Warehouse, run_id: str) -> dict[str, Any]:
         )
         out["recommendations"] = _rows(
             con,
-            "select rank, cluster_id, name, size, reviewed, purity, purity_lower, purity_upper, medoid_text"
-            " from recommendations where run_id = ? order by rank limit 10",
+            "select rank, cluster_id, name, size, reviewed, purity, purity_lower, purity_upper, medoid_text,"
+            " effect, lift, lift_lower, lift_upper from recommendations where run_id = ? order by rank limit 10",
             [run_id],
         )
     return out

@@ -260,3 +260,13 @@ def test_augment_from_points_to_a_controlled_experiment(base, tmp_path):
     out = lens(path, "train", "--data", str(base["data"]), "--no-pretrained", "--run", "aug", "--epochs", "1",
                "--batch-size", "64", "--image-size", str(SIDE), "--augment-from", "base", "--limit-train", "128")
     assert "lens experiment --from base" in out
+
+
+def test_report_has_the_experiment_and_its_decision(experiment, tmp_path):
+    out = tmp_path / "report.html"
+    lens(experiment["path"], "report", "--run", "base", "--out", str(out))
+    text = out.read_text()
+    section = text[text.index("<section id='experiments'>"):]
+    section = section[: section.index("</section>")]
+    assert "Adopt <b>colour_jitter</b>" in section and "beats control" in section
+    assert "random_erasing" in section and "background colour" in section

@@ -1,7 +1,9 @@
 """``lens report``: one self-contained HTML file for people who don't run Lens.
 
 Sections (each an ``<section id=...>``): summary, per-class metrics, training curves,
-recommendations (fix clusters with reviewed purity), clusters per dimension with example
+recommendations (fix clusters with reviewed purity and measured effect), experiments (the
+latest `lens experiment` on the run: arms vs control with intervals, the recommendation to
+adopt or "none beats the control"), clusters per dimension with example
 failures, data-quality candidates, grounding contradictions. Charts are Plotly figures
 with plotly.js inlined once; images are embedded as ``data:`` URIs, so the file opens
 offline. Every piece of model output is HTML-escaped: it is shown as text, never markup.
@@ -17,7 +19,7 @@ from typing import Any
 
 from lens.warehouse import Warehouse, require_run, utcnow
 
-SECTIONS = ("summary", "class-metrics", "training-curves", "recommendations", "clusters",
+SECTIONS = ("summary", "class-metrics", "training-curves", "recommendations", "experiments", "clusters",
             "data-quality", "grounding")
 EXAMPLES_PER_CLUSTER = 4
 
@@ -95,6 +97,49 @@ def _figures(metrics: list[dict], curve: list[dict]) -> tuple[str, str]:
     return bar_html, lines.to_html(full_html=False, include_plotlyjs=False)
 
 
+def _experiment_effects(con, run_id: str) -> list[dict[str, Any]]:
+    """recommendation_effects rows (overall and cluster scope) of the run's latest experiment."""
+    return _records(
+        con,
+        "select * from recommendation_effects where scope <> 'class' and experiment_id = ("
+        "  select experiment_id from experiments where parent_run_id = ? order by created_at desc limit 1) "
+        "order by scope desc, delta desc, rank, item_id",
+        [run_id],
+    )
+
+
+def _experiments_html(run_id: str, rows: list[dict[str, Any]]) -> str:
+    """The experiments section: arms vs control with intervals, targeted clusters, the decision."""
+    pp = "{:+.1%}"
+    head = "<section id='experiments'><h2>Experiments</h2>"
+    if not rows:
+        return (f"{head}<p>No controlled experiment yet: every recommendation is untested. "
+                f"<code>lens experiment --from {_e(run_id)} --seeds 2</code> tests the top ones against a control "
+                f"arm (same checkpoint, seed, data order and budget).</p></section>")
+    overall = [r for r in rows if r["scope"] == "overall"]
+    winners = [r for r in overall if r["verdict"] == "beats control"]
+    if winners:
+        best = max(winners, key=lambda r: r["delta"])
+        decision = (f"Adopt <b>{_e(best['arm'])}</b> (recommendation #{_e(best['rank'])}: "
+                    f"{_e(best['recommendation'])}): accuracy {pp.format(best['delta'])} "
+                    f"[{pp.format(best['delta_lower'])}, {pp.format(best['delta_upper'])}] vs the control.")
+    else:
+        decision = "<b>None beats the control</b>: no recommendation measurably helped."
+    cols = [("arm", "arm"), ("recommendation", "recommendation"), ("name", "scope"), ("seeds", "seeds"),
+            ("n", "n"), ("arm_share", "arm"), ("control_share", "control"), ("delta", "change"),
+            ("delta_lower", "95% lower"), ("delta_upper", "95% upper"), ("verdict", "verdict")]
+    fmt = {"arm_share": "{:.1%}", "control_share": "{:.1%}", "delta": pp, "delta_lower": pp, "delta_upper": pp}
+    targeted = [r for r in rows if r["scope"] == "cluster" and r["targeted"]]
+    return "".join([
+        head, f"<p>Experiment {_e(rows[0]['experiment_id'])}: {decision}</p>",
+        "<p>Each arm fine-tuned the run's checkpoint with one recommended change; the control arm with none, "
+        "with the same budget, seed and data order. Paired 95% intervals over the evaluation examples.</p>",
+        "<h3>Accuracy, all examples</h3>", _table(overall, cols, fmt),
+        "<h3>Each arm's targeted fix cluster: share of its failures fixed</h3>",
+        _table(targeted, cols, fmt) if targeted else "<p>No targeted cluster rows.</p>", "</section>",
+    ])
+
+
 def build(warehouse: Warehouse, run_id: str | None = None) -> tuple[str, str]:
     """Return (run_id, HTML text) of the report."""
     with warehouse.connect(read_only=True) as con:
@@ -111,6 +156,7 @@ def build(warehouse: Warehouse, run_id: str | None = None) -> tuple[str, str]:
         }
         recs = _records(con, "select * from recommendations where run_id = ? order by rank limit 10", [run_id]) \
             if _exists(con, "recommendations") else []
+        experiment = _experiment_effects(con, run_id) if _exists(con, "recommendation_effects") else []
         clusters = _records(
             con,
             "select s.*, p.purity, p.purity_lower, p.purity_upper, p.agree, p.disagree from cluster_summary s "
@@ -206,10 +252,11 @@ def build(warehouse: Warehouse, run_id: str | None = None) -> tuple[str, str]:
         "follow by size. Clusters reviewers mostly rejected are hidden.</p>",
         _table(recs, [("rank", "#"), ("name", "fix cluster"), ("size", "failures"), ("reviewed", "reviewed"),
                       ("purity", "purity"), ("purity_lower", "lower"), ("purity_upper", "upper"),
-                      ("medoid_text", "typical answer")],
-               {"purity": "{:.2f}", "purity_lower": "{:.2f}", "purity_upper": "{:.2f}"})
+                      ("medoid_text", "typical answer"), ("effect", "measured effect"), ("lift", "accuracy vs control")],
+               {"purity": "{:.2f}", "purity_lower": "{:.2f}", "purity_upper": "{:.2f}", "lift": "{:+.1%}"})
         if recs else "<p>No fix clusters yet.</p>",
         "</section>",
+        _experiments_html(run_id, experiment),
         "<section id='clusters'><h2>Clusters per dimension</h2>",
     ]
     if not clusters:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import secrets
 import socket
+import sys
+import time
 
 import click
 
 ENV_TOKEN = "LENS_TOKEN"
+DEFAULT_THREADS = 8
 
 
 def is_loopback(host: str) -> bool:
@@ -46,15 +50,21 @@ def served_names(host: str, extra: tuple[str, ...] = ()) -> set[str]:
               help="Another host name browsers may use to reach the app (a reverse proxy's, an SSH alias). "
                    "Requests naming any other host are refused (DNS rebinding); IP addresses, localhost, "
                    "--host and, on 0.0.0.0/::, this machine's names are always allowed. Repeatable.")
-@click.option("--debug", is_flag=True, help="Dash debug mode (reloads on code changes; loopback only).")
+@click.option("--threads", default=DEFAULT_THREADS, show_default=True, type=click.IntRange(1, 256),
+              help="Requests served at once by the production server (waitress). Each open page polls "
+                   "little; raise it for many reviewers.")
+@click.option("--debug", is_flag=True,
+              help="Flask's development server with Dash debug mode (reloads on code changes; loopback only).")
 @click.pass_obj
-def serve(wh, run_id, host, port, token, allow_hosts, debug):
+def serve(wh, run_id, host, port, token, allow_hosts, threads, debug):
     """Start the dashboard and review form over the warehouse.
 
     The app opens the warehouse per request and closes it again, so CLI stages can run
     while it is up. Listening on anything but loopback requires an access token. Requests
     must name the server by IP address, localhost, --host or an --allow-host name (so a web
     page cannot reach it through DNS rebinding), and the access log never shows the token.
+    The app runs on waitress, a production WSGI server, with --threads worker threads;
+    --debug runs Flask's development server instead.
 
     \b
     Example:
@@ -84,7 +94,52 @@ def serve(wh, run_id, host, port, token, allow_hosts, debug):
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
     click.echo(f"Lens dashboard on {url}  (warehouse {wh.path}; Ctrl+C stops it)")
-    app.run(host=host, port=port, debug=debug)
+    if debug:
+        app.run(host=host, port=port, debug=True)
+        return
+    run_production(app.server, host=host, port=port, threads=threads, token=token)
+
+
+def access_log(wsgi_app, token: str | None):
+    """Wrap a WSGI app so each request is logged to stderr in the common log format, tokens
+    redacted (``token=[redacted]``) like the development server's log."""
+    from dashboards.app import RedactTokens
+
+    logger = logging.getLogger("lens.access")
+    logger.propagate = False
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    redact = RedactTokens()
+    if token:
+        redact.tokens.add(token)
+    logger.filters = [redact]
+
+    def logged(environ, start_response):
+        def start(status, headers, exc_info=None):
+            target = environ.get("RAW_URI") or environ.get("PATH_INFO", "")
+            if not environ.get("RAW_URI") and environ.get("QUERY_STRING"):
+                target += "?" + environ["QUERY_STRING"]
+            when = time.strftime("%d/%b/%Y %H:%M:%S", time.gmtime())
+            logger.info('%s - - [%s] "%s %s %s" %s -', environ.get("REMOTE_ADDR", "-"), when,
+                        environ.get("REQUEST_METHOD", "-"), target, environ.get("SERVER_PROTOCOL", "-"),
+                        status.split(" ", 1)[0])
+            return start_response(status, headers, exc_info)
+
+        return wsgi_app(environ, start)
+
+    return logged
+
+
+def run_production(wsgi_app, *, host: str, port: int, threads: int = DEFAULT_THREADS, token: str | None = None) -> None:
+    """Serve ``wsgi_app`` with waitress (pure Python, production grade) until interrupted."""
+    from waitress import serve as waitress_serve
+
+    logging.getLogger("waitress").setLevel(logging.ERROR)  # its start banner would repeat our URL line
+    waitress_serve(access_log(wsgi_app, token), host=host, port=port, threads=threads, ident="lens",
+                   clear_untrusted_proxy_headers=True)
 
 
 @click.group()

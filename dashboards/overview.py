@@ -160,33 +160,63 @@ def curve_figures(data: dict[str, Any]) -> tuple[dict, dict]:
     return fig_all, fig_cls
 
 
+def _score(x: float | None) -> str:
+    return "—" if x is None else f"{x:.2f}"
+
+
+def _signals(c: dict[str, Any]) -> str:
+    parts = []
+    if c["true_prob"] is not None:
+        parts.append(f"p(given) {c['true_prob']:.3f}")
+    if c["confidence"] is not None:
+        parts.append(f"p(pred) {c['confidence']:.2f}")
+    if c["neighbour_true_share"] is not None:
+        parts.append(f"nbrs {pct(c['neighbour_true_share'])} given / {pct(c['neighbour_pred_share'])} pred")
+    if c["ambiguity_score"] is not None:
+        parts.append(f"ambiguity {c['ambiguity_score']:.2f}")
+    return " · ".join(parts) or "—"
+
+
 def spotlight_section(data: dict[str, Any]) -> html.Section:
+    """Annotation candidates ranked by label-error score, full width, one line per candidate."""
     run = data["run_id"]
     tags = _table(["dimension", "tag", "answers"], [[t["dimension"], t["tag"], f"{t['n']:,}"] for t in data["tag_counts"]],
                   id="tag-counts", className="grid")
     rows = []
     for c in data["candidates"]:
-        flags = f"{c['consistent']} consistent · {c['contradicted']} contradicted · {c['unverifiable']} unverifiable"
-        rows.append(html.Tr([
-            html.Td(dcc.Link(f"#{c['example_id']}", href=review_href(run, hyp=c["hypothesis_id"], dim="data_quality"))),
+        reason = c["text"] or "Not answered yet (lens hypothesize)."
+        link = (dcc.Link(f"#{c['example_id']}", href=review_href(run, hyp=c["hypothesis_id"], dim="data_quality"))
+                if c["hypothesis_id"] else f"#{c['example_id']}")
+        check = c["tag_check"] or "—"
+        rows.append(html.Tr(className="candidate" + (" over" if c["candidate"] else ""), children=[
+            html.Td(c["rank"], className="num"),
+            html.Td(link),
             html.Td(html.Img(src=image_url(run, c["example_id"]), className="thumb", alt="")),
-            html.Td(f"{c['true_name']} → {c['pred_name']}"),
-            html.Td(clip(c["text"], CELL_CHARS), title=clipped_title(c["text"], CELL_CHARS)),
-            html.Td("—" if c["label_quality"] is None else f"{c['label_quality']:.2f}"
-                    + (" (flagged)" if c["label_issue"] else "")),
-            html.Td("—" if c["neighbour_true_share"] is None else
-                    f"{pct(c['neighbour_true_share'])} true / {pct(c['neighbour_pred_share'])} pred"),
-            html.Td(flags, className="bad" if c["contradicted"] else ""),
+            html.Td(f"{clip(c['given_name'], NAME_CHARS)} → {clip(c['suggested_name'], NAME_CHARS)}"),
+            html.Td(_score(c["label_error_score"]), className="num score"),
+            html.Td(html.Div(clip(reason, CELL_CHARS), className="one-line"), title=clip(reason, TITLE_CHARS),
+                    className="reason"),
+            html.Td(_signals(c), className="signals"),
+            html.Td(f"{c['tag'] or '—'}: {check}" if c["tag"] else "—", title=c["tag_check_fact"] or None,
+                    className="bad" if check == "contradicted" else ""),
         ]))
-    cands = html.Table(id="annotation-candidates", className="grid", children=[
-        html.Thead(html.Tr([html.Th(h) for h in ("failure", "", "true → predicted", "reason", "label quality",
-                                                  "neighbours", "grounding")])),
-        html.Tbody(rows or [html.Tr(html.Td("No annotation-issue answers.", colSpan=7))]),
+    cands = html.Table(id="annotation-candidates", className="grid wide", children=[
+        html.Thead(html.Tr([html.Th(h) for h in ("rank", "failure", "", "given → suggested", "label-error score",
+                                                  "reason", "signals", "tag check")])),
+        html.Tbody(rows or [html.Tr(html.Td("No failure has a label-error score yet (lens evidence).", colSpan=8))]),
     ])
+    dp = data.get("detection_power")
+    power = html.P(
+        f"Detection power ({dp['verdict']}): {dp['message']}" if dp else
+        "Detection power not measured yet (lens evidence).",
+        id="detection-power", className="bad" if dp and dp["verdict"] == "too weak" else "muted")
     return html.Section(className="panel", children=[
         html.H2("Data-quality spotlight"),
-        html.Div(className="two", children=[html.Div([html.H3("Tags"), tags]),
-                                            html.Div([html.H3("Annotation-issue candidates"), cands])]),
+        html.H3("Annotation candidates, ranked by label-error score"),
+        power,
+        cands,
+        html.H3("Tags"),
+        tags,
     ])
 
 

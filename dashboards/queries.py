@@ -62,27 +62,20 @@ def overview(wh: Warehouse, run_id: str) -> dict[str, Any]:
         out["candidates"] = _rows(
             con,
             """
-            with grounding as (
-                select hypothesis_id,
-                       count(*) filter (where verdict = 'consistent') as consistent,
-                       count(*) filter (where verdict = 'contradicted') as contradicted,
-                       count(*) filter (where verdict = 'unverifiable') as unverifiable
-                from claims where run_id = ? group by hypothesis_id
-            )
-            select d.hypothesis_id, d.example_id, d.text, q.true_name, q.pred_name,
-                   e.label_quality, e.label_issue, e.neighbour_true_share, e.neighbour_pred_share,
-                   coalesce(g.consistent, 0) as consistent, coalesce(g.contradicted, 0) as contradicted,
-                   coalesce(g.unverifiable, 0) as unverifiable
-            from hypothesis_dimensions as d
-            join review_queue as q on q.hypothesis_id = d.hypothesis_id
-            left join evidence as e on e.run_id = d.run_id and e.example_id = d.example_id
-            left join grounding as g on g.hypothesis_id = d.hypothesis_id
-            where d.run_id = ? and d.tag = 'annotation_issue'
-            order by e.label_quality nulls last, d.example_id
+            select c.rank, c.example_id, c.given_name, c.suggested_name, c.label_error_score, c.candidate,
+                   c.ambiguity_score, c.true_prob, c.confidence, c.neighbour_true_share, c.neighbour_pred_share,
+                   c.tag, c.tag_check, c.tag_check_fact, c.hypothesis_id, d.text
+            from annotation_candidates as c
+            left join hypothesis_dimensions as d
+                on d.hypothesis_id = c.hypothesis_id and d.dimension = 'data_quality'
+            where c.run_id = ?
+            order by c.rank
             limit 20
             """,
-            [run_id, run_id],
+            [run_id],
         )
+        power = _rows(con, "select * from detection_power where run_id = ?", [run_id])
+        out["detection_power"] = power[0] if power else None
         out["clusters"] = _rows(
             con,
             """
@@ -154,7 +147,8 @@ def review_options(wh: Warehouse, run_id: str) -> dict[str, Any]:
 
 def queue(wh: Warehouse, run_id: str, *, cluster: tuple[str, int] | None = None, pair: tuple[int, int] | None = None,
           tag: str | None = None, unreviewed: bool = False) -> list[str]:
-    """Hypothesis ids of the review queue (sample order) after the filters."""
+    """Hypothesis ids of the review queue (``queue_rank`` order: contradicted tags first, then by
+    diagnosis score) after the filters."""
     sql = "select hypothesis_id from review_queue as q where q.run_id = ?"
     params: list[Any] = [run_id]
     if cluster is not None:
@@ -169,7 +163,7 @@ def queue(wh: Warehouse, run_id: str, *, cluster: tuple[str, int] | None = None,
         params.append(tag)
     if unreviewed:
         sql += " and not q.reviewed"
-    sql += " order by q.sample_rank nulls last, q.example_id, q.hypothesis_id"
+    sql += " order by q.queue_rank"
     with wh.connect() as con:
         return [r[0] for r in con.execute(sql, params).fetchall()]
 

@@ -35,6 +35,7 @@ MAX_EXPANDED = 20
 
 VERDICT_LABELS = (("agree", "agree (a)"), ("disagree", "disagree (d)"), ("skip", "skip (s)"))
 EVIDENCE_FIELDS = (
+    ("label_error_score", "label-error score"), ("ambiguity_score", "ambiguity score"),
     ("confidence", "confidence"), ("margin", "margin top-1 − top-2"), ("entropy", "entropy (nats)"),
     ("true_prob", "p(true class)"), ("true_rank", "rank of true class"), ("label_quality", "label quality"),
     ("label_issue", "label issue flag"), ("neighbour_true_share", "neighbours with the true label"),
@@ -165,6 +166,12 @@ def _evidence(ev: dict[str, Any] | None, names: dict[int, str]) -> html.Div:
     return html.Table(rows, className="facts", id="evidence-facts")
 
 
+def _tag_check(claim: dict[str, Any]) -> html.Span:
+    """The tag's check against the diagnosis scores, beside the tag (verdict, facts on hover)."""
+    return html.Span(f"tag check: {claim['verdict']}", className=f"tag-check {claim['verdict']}",
+                     id="tag-check", title=clip(claim["fact"] or "no measured fact", CELL_CHARS))
+
+
 def panel(item: dict[str, Any], dims: list[str], selected: str, reviewer: str,
           expanded: list[str] | tuple[str, ...] = ()) -> list[Any]:
     """The failure panel; answers whose ``"<hypothesis_id>|<dimension>"`` is in ``expanded`` are shown whole."""
@@ -195,24 +202,26 @@ def panel(item: dict[str, Any], dims: list[str], selected: str, reviewer: str,
         elif a is None:
             body.append(html.P("No answer for this dimension.", className="muted"))
         else:
-            bad = [c["claim"] for c in claims.get(dim, []) if c["verdict"] == "contradicted"]
+            bad = [c["claim"] for c in claims.get(dim, []) if c["verdict"] == "contradicted" and c["kind"] != "tag"]
             cluster = a["cluster_name"] or ("noise" if a["cluster_id"] == -1 else
                                             (f"cluster {a['cluster_id']}" if a["cluster_id"] is not None else "not clustered"))
             body.append(html.Div(className="meta", children=[
                 html.Span(f"cluster: {clip(cluster, NAME_CHARS)}", className="cluster-name",
                           title=clipped_title(cluster, NAME_CHARS)),
                 html.Span(f"tag: {clip(a['tag'], LABEL_CHARS)}", className="tag") if a["tag"] else None,
+                *([] if not a["tag"] else [_tag_check(c) for c in claims.get(dim, []) if c["kind"] == "tag"][:1]),
             ]))
             whole = f"{hid}|{dim}" in expanded
             body.extend(expandable(hid, dim, a["text"] or "", expanded=whole, bad=bad))
             if a["summary"]:  # expanded with the answer
                 body.append(html.P(a["summary"] if whole else clip(a["summary"], ANSWER_CHARS), className="summary"))
-            if claims.get(dim):
+            text_claims = [c for c in claims.get(dim, []) if c["kind"] != "tag"]
+            if text_claims:
                 body.append(html.Ul(className="claims", children=[
                     html.Li(className=c["verdict"], children=[
                         html.Span(c["verdict"], className="claim-verdict"), f" “{clip(c['claim'], CELL_CHARS)}” ",
                         html.Span(f"({c['kind']}; {clip(c['fact'] or 'no fact', CELL_CHARS)})", className="muted")])
-                    for c in claims[dim]]))
+                    for c in text_claims]))
         cards.append(html.Div(
             id={"type": "dim-card", "dim": dim}, n_clicks=0,
             className="dim-card" + (" selected" if dim == selected else ""),

@@ -23,6 +23,8 @@ low_contrast           "low contrast", "poor contrast"             contrast (+ z
 blurry                 "blurry", "out of focus", "fuzzy"           sharpness z vs true class
 cropped                "cropped", "cut off", "partially visible"   edge share / sharpness z
 looks_like             "looks like a cat", "resembles a dog"       nearest training images
+tag                    a dimension's tag (``annotation_issue``,    label_error_score / ambiguity_score
+                       ``ambiguous_image``, ``model_error``)       and their signals (:func:`check_tag`)
 =====================  ==========================================  ===================================
 
 Verdict rules (thresholds from :mod:`lens.measure`):
@@ -54,7 +56,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lens import measure
+from lens import diagnosis, measure
 
 VERDICTS = ("consistent", "contradicted", "unverifiable")
 
@@ -365,6 +367,85 @@ def _check(kind: str, d: dict, ev: Mapping[str, Any], class_names: list[str]) ->
     return "unverifiable", None
 
 
+# -- tag checks ---------------------------------------------------------------------------------
+
+#: the data_quality tags the tag check knows (others are unverifiable)
+CHECKED_TAGS = ("annotation_issue", "ambiguous_image", "model_error")
+
+
+def _given_support(ev: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """(given-label probability, share of nearest training images carrying the given label)."""
+    return _num(ev.get("true_prob")), _num(ev.get("neighbour_true_share"))
+
+
+def _scores_fact(ev: Mapping[str, Any]) -> str:
+    parts = []
+    le, am = _num(ev.get("label_error_score")), _num(ev.get("ambiguity_score"))
+    if le is not None:
+        parts.append(f"label_error_score {le:.2f} (tag at {diagnosis.LABEL_ERROR_THRESHOLD:.2f})")
+    if am is not None:
+        parts.append(f"ambiguity_score {am:.2f} (tag at {diagnosis.AMBIGUITY_THRESHOLD:.2f})")
+    gp, ns = _given_support(ev)
+    if gp is not None:
+        parts.append(f"p(given label) {gp:.3f}")
+    if ns is not None:
+        parts.append(f"{ns:.0%} of nearest training images carry the given label")
+    m = _num(ev.get("margin"))
+    if m is not None:
+        parts.append(f"margin {m:.2f}")
+    return "; ".join(parts)
+
+
+def check_tag(tag: str | None, evidence: Mapping[str, Any] | None) -> tuple[str, str | None]:
+    """Check a ``data_quality`` tag against the diagnosis scores and the signals behind them.
+
+    ``annotation_issue``: consistent when label_error_score >= LABEL_ERROR_THRESHOLD;
+    contradicted when the score is below CONTRADICT_LABEL_ERROR and the given label is
+    supported (its probability >= SUPPORTED_GIVEN_PROB or >= SUPPORTED_NEIGHBOUR_SHARE of the
+    nearest training images carry it). ``ambiguous_image``: consistent when ambiguity_score >=
+    AMBIGUITY_THRESHOLD; contradicted when it is below CONTRADICT_AMBIGUITY and the model is
+    confident (margin >= CONFIDENT_MARGIN). ``model_error``: contradicted when the label-error
+    score reaches its threshold (the label, not the model, looks wrong); consistent when neither
+    score reaches its threshold. Anything else, or without scores: unverifiable.
+    (Thresholds: :mod:`lens.diagnosis`.)
+
+    Returns
+    -------
+    (verdict, fact) : verdict in :data:`VERDICTS`; fact names the measured values (None if none)
+    """
+    ev = evidence or {}
+    le, am = _num(ev.get("label_error_score")), _num(ev.get("ambiguity_score"))
+    if tag not in CHECKED_TAGS or (le is None and am is None):
+        return "unverifiable", (_scores_fact(ev) or None)
+    fact = _scores_fact(ev)
+    if tag == "annotation_issue":
+        if le is None:
+            return "unverifiable", fact
+        if le >= diagnosis.LABEL_ERROR_THRESHOLD:
+            return "consistent", fact
+        gp, ns = _given_support(ev)
+        supported = (gp is not None and gp >= diagnosis.SUPPORTED_GIVEN_PROB) or (
+            ns is not None and ns >= diagnosis.SUPPORTED_NEIGHBOUR_SHARE)
+        if le < diagnosis.CONTRADICT_LABEL_ERROR and supported:
+            return "contradicted", fact
+        return "unverifiable", fact
+    if tag == "ambiguous_image":
+        if am is None:
+            return "unverifiable", fact
+        if am >= diagnosis.AMBIGUITY_THRESHOLD:
+            return "consistent", fact
+        m = _num(ev.get("margin"))
+        if am < diagnosis.CONTRADICT_AMBIGUITY and m is not None and m >= diagnosis.CONFIDENT_MARGIN:
+            return "contradicted", fact
+        return "unverifiable", fact
+    # model_error
+    if le is not None and le >= diagnosis.LABEL_ERROR_THRESHOLD:
+        return "contradicted", fact
+    if (le is None or le < diagnosis.LABEL_ERROR_THRESHOLD) and (am is None or am < diagnosis.AMBIGUITY_THRESHOLD):
+        return "consistent", fact
+    return "unverifiable", fact
+
+
 def check_answer(dimensions: Mapping[str, Any], description: str | None, evidence: Mapping[str, Any] | None,
                  class_names: list[str]) -> list[Claim]:
     """Extract and check the claims of one answer (see the module docstring).
@@ -395,4 +476,13 @@ def check_answer(dimensions: Mapping[str, Any], description: str | None, evidenc
             i = counters.get(dim, 0)
             counters[dim] = i + 1
             out.append(Claim(dimension=dim, claim_index=i, kind=kind, claim=span.strip(), verdict=verdict, fact=fact))
+    # the tags: checked like claims, numbered after the dimension's text claims
+    for dim, ans in dimensions.items():
+        tag = getattr(ans, "tag", None)
+        if not tag:
+            continue
+        verdict, fact = check_tag(tag, ev) if ev else ("unverifiable", None)
+        i = counters.get(dim, 0)
+        counters[dim] = i + 1
+        out.append(Claim(dimension=dim, claim_index=i, kind="tag", claim=str(tag), verdict=verdict, fact=fact))
     return out

@@ -19,8 +19,8 @@ pixels per term, and its *dominant* colour is the most frequent term.
 
 Thresholds
 ----------
-All thresholds used by the evidence stage, the ``measured`` backend and the grounding
-check are the named constants below, in this one place:
+The image-fact thresholds used by the evidence stage, the ``measured`` backend and the
+grounding check are the named constants below, in this one place:
 
 ==============================  =======  ==================================================
 constant                        value    meaning
@@ -37,13 +37,6 @@ TORN_GAP                        0.20     p(pred) - p(true) below this: the model
                                          between the pair
 CONFIDENT_OTHER                 0.90     p(pred) at or above this: the model is confident
                                          in another class
-LOW_LABEL_QUALITY               0.02     cleanlab self-confidence below this (and the
-                                         label-issue flag): low label quality
-NEIGHBOURS_AGREE_PRED           0.90     share of the nearest training images labelled
-                                         with the predicted class needed for
-                                         ``annotation_issue``
-NEIGHBOURS_MAX_TRUE             0.00     ... with at most this share labelled with the
-                                         true class
 COLOUR_TYPICAL_RATIO            2.0      background colour share in the predicted class's
                                          training images at least this many times that of
                                          the true class (and >= COLOUR_TYPICAL_SHARE):
@@ -59,23 +52,8 @@ LOOKS_LIKE_SHARE                0.30     "looks like a <class>" is consistent wh
                                          this share of the nearest training images carry it
 ==============================  =======  ==================================================
 
-Tag rules of the ``measured`` backend (:func:`data_quality_tag`):
-
-* ``annotation_issue`` only when three signals agree: cleanlab's label-issue flag AND
-  label quality < LOW_LABEL_QUALITY AND the nearest training images mostly carry the
-  predicted label (share >= NEIGHBOURS_AGREE_PRED, true share <= NEIGHBOURS_MAX_TRUE)
-  AND the model is confident in another class (p(pred) >= CONFIDENT_OTHER). Without
-  neighbours or probabilities it is never chosen.
-  Calibration: confident learning is only as good as the model (on a 72%-accurate CIFAR-10
-  model it flags ~1,800 of 10,000 test images at ~1.5% precision), and the neighbours live
-  in the same model's feature space, so the signals are correlated. With looser thresholds
-  (flag or quality < 0.10, neighbours >= 0.6, confidence >= 0.6) the `lens demo` model's
-  failures were tagged annotation_issue 957 times in 2,735 (35%); with these, 95 (3.5%),
-  the order of the ~0.5% label errors known in the CIFAR-10 test set.
-* ``ambiguous_image`` when the model is torn between the pair (p(pred) - p(true) <
-  TORN_GAP) and/or the image is hard by measurement (dark, low contrast, blurred or
-  object/background colours similar: :func:`hard_image_reasons`).
-* ``model_error`` otherwise.
+The diagnosis scores and tags (``label_error_score``, ``ambiguity_score``) are in
+:mod:`lens.diagnosis`, with their own thresholds.
 """
 
 from __future__ import annotations
@@ -96,9 +74,6 @@ UNUSUAL_Z = 2.0
 TYPICAL_Z = 1.0
 TORN_GAP = 0.20
 CONFIDENT_OTHER = 0.90
-LOW_LABEL_QUALITY = 0.02
-NEIGHBOURS_AGREE_PRED = 0.90
-NEIGHBOURS_MAX_TRUE = 0.00
 COLOUR_TYPICAL_RATIO = 2.0
 COLOUR_TYPICAL_SHARE = 0.15
 OFF_CENTRE_SALIENCY = 0.25
@@ -488,35 +463,3 @@ def hard_image_reasons(evidence: Mapping[str, Any]) -> dict[str, str]:
     if d is not None and d < FG_BG_SIMILAR:
         out["similar_colours"] = f"centre-border colour distance {d:.1f}"
     return out
-
-
-def data_quality_tag(evidence: Mapping[str, Any], *, pred_prob: float | None = None,
-                     true_prob: float | None = None) -> tuple[str, list[str]]:
-    """The ``data_quality`` tag by the rules in the module docstring, and which rules fired.
-
-    Returns
-    -------
-    tag : str
-    reasons : list of str, names of the signals that decided it
-    """
-    conf = _num(pred_prob if pred_prob is not None else evidence.get("confidence"))
-    tp = _num(true_prob if true_prob is not None else evidence.get("true_prob"))
-    lq = _num(evidence.get("label_quality"))
-    flag = bool(evidence.get("label_issue")) if evidence.get("label_issue") is not None else False
-    pred_share = _num(evidence.get("neighbour_pred_share"))
-    true_share = _num(evidence.get("neighbour_true_share"))
-    label_suspect = flag and lq is not None and lq < LOW_LABEL_QUALITY
-    neighbours_agree = (
-        pred_share is not None and true_share is not None
-        and pred_share >= NEIGHBOURS_AGREE_PRED and true_share <= NEIGHBOURS_MAX_TRUE
-    )
-    confident = conf is not None and conf >= CONFIDENT_OTHER
-    if label_suspect and neighbours_agree and confident:
-        return "annotation_issue", ["label_quality", "neighbours", "confidence"]
-    reasons = []
-    if conf is not None and tp is not None and conf - tp < TORN_GAP:
-        reasons.append("torn")
-    reasons += list(hard_image_reasons(evidence))
-    if reasons:
-        return "ambiguous_image", reasons
-    return "model_error", []

@@ -118,7 +118,8 @@ def test_negations_and_numbering_and_missing_evidence():
     by_dim = {}
     for c in claims:
         by_dim.setdefault(c.dimension, []).append(c.claim_index)
-    assert by_dim == {"description": [0], "visual_cause": [0, 1], "data_quality": [0, 1]}
+    assert by_dim == {"description": [0], "visual_cause": [0, 1], "data_quality": [0, 1, 2]}
+    assert [c.kind for c in claims if c.dimension == "data_quality"][-1] == "tag"  # the tag, after the text claims
     assert {c.verdict for c in check_answer(dims, None, None, NAMES)} == {"unverifiable"}
     assert [k for k, _, _ in extract_claims("dark brown fur", NAMES)] == ["foreground_colour"]  # not lighting
 
@@ -165,3 +166,33 @@ def test_views_count_contradictions(mem_wh):
     assert summary[1][:4] == ("ollama", 2, 4, 1)
     assert summary[1][4] == pytest.approx(1 / 3) and summary[1][5] == pytest.approx(0.5)
     assert per == [("h1", 3, 1, 1, ["dark (vs brightness 0.5)"]), ("h2", 1, 0, 0, []), ("h3", 0, 0, 0, [])]
+
+
+def test_tags_are_checked_against_the_diagnosis_scores():
+    from lens import diagnosis
+    from lens.grounding import check_tag
+
+    t_le, t_am = diagnosis.LABEL_ERROR_THRESHOLD, diagnosis.AMBIGUITY_THRESHOLD
+    # a clean, confidently labelled failure: low label-error score, the label well supported
+    clean = {"label_error_score": 0.01, "ambiguity_score": t_am - 0.2, "true_prob": 0.35,
+             "neighbour_true_share": 0.7, "margin": 0.1}
+    flip = {"label_error_score": t_le + 0.3, "ambiguity_score": 0.3, "true_prob": 0.0004,
+            "neighbour_true_share": 0.0, "margin": 0.98}
+    assert check_tag("annotation_issue", clean)[0] == "contradicted"
+    assert "label_error_score 0.01" in check_tag("annotation_issue", clean)[1]
+    assert check_tag("annotation_issue", flip)[0] == "consistent"
+    assert check_tag("model_error", flip)[0] == "contradicted"  # the label, not the model, looks wrong
+    assert check_tag("model_error", clean)[0] == "consistent"
+    # a low score with an unsupported label is not enough to contradict
+    assert check_tag("annotation_issue", {**clean, "true_prob": 0.02, "neighbour_true_share": 0.1})[0] == "unverifiable"
+    # ambiguity: consistent at the threshold, contradicted only when the model is also confident
+    assert check_tag("ambiguous_image", {**clean, "ambiguity_score": t_am})[0] == "consistent"
+    assert check_tag("ambiguous_image", {**flip, "ambiguity_score": 0.1})[0] == "contradicted"
+    assert check_tag("ambiguous_image", {**clean, "ambiguity_score": 0.1})[0] == "unverifiable"  # margin 0.1
+    # no scores, or a tag outside the vocabulary: unverifiable
+    assert check_tag("annotation_issue", {"true_prob": 0.3})[0] == "unverifiable"
+    assert check_tag("blurry_photo", flip)[0] == "unverifiable"
+    # check_answer stores the tag check as a claim of kind 'tag' for any backend's answer
+    dims = {"data_quality": DimensionAnswer(text="The label is wrong.", tag="annotation_issue")}
+    tag_claims = [c for c in check_answer(dims, None, clean, NAMES) if c.kind == "tag"]
+    assert [(c.claim, c.verdict) for c in tag_claims] == [("annotation_issue", "contradicted")]

@@ -53,33 +53,70 @@ def test_registered_without_image_with_evidence():
     assert "measured" in base.backend_names()
 
 
-def test_annotation_issue_needs_all_three_signals():
-    agree = _evidence(label_issue=True, label_quality=0.01, neighbour_labels=[FROG] * 9 + [3],
-                      neighbour_pred_share=0.9, neighbour_true_share=0.0, confidence=0.95, true_prob=0.01)
-    ans = _answer(agree)
+def _scored(ev: dict) -> dict:
+    """The evidence with its diagnosis scores computed by lens.diagnosis from its own signals."""
+    from lens import diagnosis
+
+    probs = np.full((1, len(NAMES)), np.nan)
+    probs[0] = (1 - ev["confidence"] - ev["true_prob"]) / (len(NAMES) - 2)
+    probs[0, ev["label"]], probs[0, ev["pred"]] = ev["true_prob"], ev["confidence"]
+    nl = None if ev.get("neighbour_labels") is None else np.array([ev["neighbour_labels"]])
+    labels, pred = np.array([ev["label"]]), np.array([ev["pred"]])
+    le, le_model = diagnosis.label_error_score(diagnosis.label_error_signals(labels=labels, probs=probs,
+                                                                             neighbour_labels=nl))
+    ce, pair = np.full(len(NAMES), 0.3), np.full((len(NAMES), len(NAMES)), 0.02)
+    am, _ = diagnosis.ambiguity_score(diagnosis.ambiguity_signals(
+        labels=labels, pred=pred, class_error=ce, pair=pair, probs=probs, brightness=np.array([ev["brightness"]]),
+        edge_share=np.array([ev["edge_share"]])))
+    missing = [] if le_model[0] == "probs+neighbours" else ["neighbour_given_share"]
+    return {**ev, "label_error_score": float(le[0]), "ambiguity_score": float(am[0]),
+            "diagnosis": {"label_error": {"model": le_model[0], "missing": missing}}}
+
+
+def test_annotation_issue_follows_the_label_error_score():
+    from lens import diagnosis
+
+    wrong = _scored(_evidence(label_issue=True, label_quality=0.0005, neighbour_labels=[FROG] * 9 + [3],
+                              neighbour_pred_share=0.9, neighbour_true_share=0.0, confidence=0.99,
+                              true_prob=0.0005))
+    assert wrong["label_error_score"] >= diagnosis.LABEL_ERROR_THRESHOLD
+    ans = _answer(wrong)
     dq = ans.dimensions["data_quality"]
     assert ans.status == "ok" and dq.tag == "annotation_issue"
-    assert "0.01" in dq.text and "9 of the 10 nearest training images" in dq.text and "0.95" in dq.text
+    assert f"label-error score {wrong['label_error_score']:.2f}" in dq.text
+    assert "automobile 0.001 and frog 0.99" in dq.text and "9 of the 10 nearest training images" in dq.text
+    assert dq.summary.startswith("The label may be wrong")  # a score, not a certainty
     assert "Relabel" in ans.dimensions["fix"].text and "audit the training split" in ans.dimensions["fix"].text
-    # drop any one signal and it is no longer an annotation issue
-    for drop in (dict(label_issue=False), dict(label_quality=0.05),
-                 dict(neighbour_pred_share=0.4, neighbour_true_share=0.3),
-                 dict(confidence=0.45, true_prob=0.40),
-                 dict(neighbour_labels=None, neighbour_pred_share=None, neighbour_true_share=None)):
-        assert _answer({**agree, **drop}).dimensions["data_quality"].tag != "annotation_issue", drop
+    # a supported label scores low and is no annotation issue
+    for change in (dict(true_prob=0.2, confidence=0.7), dict(true_prob=0.02, confidence=0.9)):
+        ev = _scored({**wrong, **change})
+        assert ev["label_error_score"] < wrong["label_error_score"]
+        assert _answer(ev).dimensions["data_quality"].tag != "annotation_issue", change
+    # without neighbours the probs-only model is used, and the reason says what was missing
+    bare = _scored({**wrong, "neighbour_labels": None, "neighbour_pred_share": None, "neighbour_true_share": None})
+    text = _answer(bare).dimensions["data_quality"].text
+    assert "Not used (missing for this run): neighbour given share" in text
 
 
-def test_ambiguous_when_torn_worded_as_measured():
-    ans = _answer(_evidence(confidence=0.41, true_prob=0.38))
+def test_ambiguous_when_the_score_says_so_worded_as_measured():
+    from lens import diagnosis
+
+    ev = {**_evidence(confidence=0.41, true_prob=0.38), "label_error_score": 0.01,
+          "ambiguity_score": diagnosis.AMBIGUITY_THRESHOLD + 0.05}
+    ans = _answer(ev)
     dq = ans.dimensions["data_quality"]
     assert dq.tag == "ambiguous_image"
     assert "split between frog 0.41 and automobile 0.38" in dq.text
+    assert f"ambiguity score {ev['ambiguity_score']:.2f}" in dq.text
+    assert dq.summary.startswith("Possibly ambiguous")
     assert "automobile" not in dq.summary and "frog" not in dq.summary  # verdict without class names
+    low = {**ev, "ambiguity_score": diagnosis.AMBIGUITY_THRESHOLD - 0.05}
+    assert _answer(low).dimensions["data_quality"].tag == "model_error"
 
 
-def test_ambiguous_when_image_is_hard_and_fix_follows():
+def test_hard_image_decides_the_cause_and_fix():
     ev = _evidence(brightness=0.12, contrast=0.05, z_true={"brightness": -2.6, "contrast": -2.2})
-    ans = _answer(ev)
+    ans = _answer({**ev, "label_error_score": 0.01, "ambiguity_score": 0.9})
     assert ans.dimensions["data_quality"].tag == "ambiguous_image"
     cause = ans.dimensions["visual_cause"].text
     assert "dark: brightness 0.12 (z=-2.6)" in cause and "low contrast: contrast 0.050 (z=-2.2)" in cause
@@ -87,7 +124,7 @@ def test_ambiguous_when_image_is_hard_and_fix_follows():
 
 
 def test_model_error_cites_the_issue_example_numbers():
-    ans = _answer(_evidence())
+    ans = _answer({**_evidence(), "label_error_score": 0.01, "ambiguity_score": 0.2})
     dq, fix = ans.dimensions["data_quality"], ans.dimensions["fix"]
     cause = ans.dimensions["visual_cause"].text
     assert dq.tag == "model_error"
@@ -99,6 +136,10 @@ def test_model_error_cites_the_issue_example_numbers():
     assert cause.index("background") < cause.index("saliency")  # the background is the lead cause here
     assert "green backgrounds" in fix.text and "Colour jitter" in fix.text
     assert "No measured image fact is unusual for automobile" in dq.text
+    assert "label-error score 0.01" in dq.text and "ambiguity score 0.20" in dq.text
+    # without scores (evidence from before them) it says so and falls back to model_error
+    unscored = _answer(_evidence()).dimensions["data_quality"]
+    assert unscored.tag == "model_error" and "rerun `lens evidence`" in unscored.text
 
 
 def test_never_speaks_for_humans_or_unmeasured_parts():
@@ -112,7 +153,7 @@ def test_never_speaks_for_humans_or_unmeasured_parts():
             label_issue=bool(rng.random() < 0.3), label_quality=float(rng.uniform(0, 1)),
             z_true={f: float(rng.normal(0, 2)) for f in measure.NUMERIC_FACTS},
         )
-        ans = _answer(ev)
+        ans = _answer(_scored(ev))
         text = " ".join(x for d in ans.dimensions.values() for x in (d.text, d.summary) if x)
         assert not banned.search(text), text
         claims = check_answer(ans.dimensions, ans.description, ev, NAMES)

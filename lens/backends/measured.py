@@ -13,12 +13,13 @@ no tag), so the answer is honest about what it covers; a prompt with none of the
 is answered with status ``invalid`` and an error saying so. A prompt that asks for a
 description (``describe_first``) gets a "Measured, not seen: ..." line of image facts.
 
-Tags and thresholds follow :func:`lens.measure.data_quality_tag` and the constants in
-:mod:`lens.measure` (the one place they are defined and documented):
-``annotation_issue`` only when label quality, neighbours and the model's confidence in
-another class agree; ``ambiguous_image`` when the model is torn between the pair and/or
-the image measures as hard (dark, low contrast, blurred, object/background colours
-similar); ``model_error`` otherwise.
+Tags follow the diagnosis scores of the evidence (:mod:`lens.diagnosis`, their thresholds
+and RULES_VERSION): ``annotation_issue`` when ``label_error_score`` reaches
+LABEL_ERROR_THRESHOLD; else ``ambiguous_image`` when ``ambiguity_score`` reaches
+AMBIGUITY_THRESHOLD; else ``model_error``. Every data_quality reason states both scores, the
+signals behind them and which were missing; the verdicts say "may" and "possibly", never more
+than the scores carry. Image facts (dark, low contrast, blurred, similar colours) and a torn
+model are reported as measurements, and decide the visual cause below, not the tag.
 
 The cause chosen for ``visual_cause`` and its ``fix`` (first that holds):
 
@@ -42,13 +43,13 @@ from __future__ import annotations
 
 import json
 
-from lens import measure
+from lens import diagnosis, measure
 from lens.backends.base import HypothesisAnswer, HypothesisRequest, Hypothesizer, register
 from lens.prompts import DimensionAnswer, Prompt
 
 KNOWN_DIMENSIONS = ("data_quality", "visual_cause", "fix")
 #: bump when the wording or the thresholds in lens.measure change what the analyst answers
-RULES_VERSION = "2"
+RULES_VERSION = "3"
 NOT_MEASURED = "Not measured: the measured backend answers only data_quality, visual_cause and fix from the evidence."
 
 
@@ -70,7 +71,11 @@ class Analysis:
         self.tp = tp if tp is not None else _num(request.true_prob)
         self.zt, self.zp = _json(ev.get("z_true")), _json(ev.get("z_pred"))
         ev["z_true"], ev["z_pred"] = self.zt, self.zp
-        self.tag, self.rules = measure.data_quality_tag(ev, pred_prob=self.conf, true_prob=self.tp)
+        self.le, self.am = _num(ev.get("label_error_score")), _num(ev.get("ambiguity_score"))
+        self.tag = diagnosis.tag_of(self.le, self.am)
+        self.diag = _json(ev.get("diagnosis"))
+        torn = self.conf is not None and self.tp is not None and self.conf - self.tp < measure.TORN_GAP
+        self.rules = ["torn"] if torn else []
         self.hard = measure.hard_image_reasons(ev)
         nl = ev.get("neighbour_labels")
         self.nl = [int(c) for c in nl] if nl is not None else []
@@ -155,50 +160,56 @@ class Analysis:
 
     # -- dimensions ---------------------------------------------------------------------------
 
+    def scores_sentence(self) -> str:
+        """The two scores, their thresholds and the signals that were missing."""
+        parts = []
+        if self.le is not None:
+            parts.append(f"label-error score {self.le:.2f} (tag at {diagnosis.LABEL_ERROR_THRESHOLD:.2f})")
+        if self.am is not None:
+            parts.append(f"ambiguity score {self.am:.2f} (tag at {diagnosis.AMBIGUITY_THRESHOLD:.2f})")
+        if not parts:
+            return ("No diagnosis scores are stored for this failure: its run has none of the signals they need "
+                    "(or its evidence predates them: rerun `lens evidence`).")
+        missing = sorted(set(self.diag.get("label_error", {}).get("missing", [])))
+        text = "Scores: " + "; ".join(parts) + "."
+        if missing:
+            text += " Not used (missing for this run): " + ", ".join(m.replace("_", " ") for m in missing) + "."
+        return text
+
     def data_quality(self) -> tuple[str, str]:
         """(reason, one-sentence verdict without class names)."""
-        lq = _num(self.ev.get("label_quality"))
-        flag = self.ev.get("label_issue")
+        probs = (f"The model gives the label {self.tn} {self.tp:.3f} and {self.pn} {self.conf:.2f}."
+                 if self.tp is not None and self.conf is not None else None)
+        nb = self.neighbours_sentence()
         if self.tag == "annotation_issue":
-            reason = (
-                f"Three measurements point to a wrong label: confident learning gives the label {self.tn} a quality "
-                f"of {lq if lq is not None else float('nan'):.2f}"
-                + (" and flags it as a label issue" if flag else "")
-                + f"; {self.neighbours_sentence()[0].lower()}{self.neighbours_sentence()[1:-1]}; "
-                f"and the model gives {self.pn} {self.conf:.2f}."
-            )
-            return reason, ("The label looks wrong: label quality, the nearest training images and the model's "
-                            "confidence all point to another class.")
+            reason = " ".join(p for p in (self.scores_sentence(), probs, nb) if p)
+            return reason, (f"The label may be wrong: the label-error score {self.le:.2f} is at or above the tag "
+                            f"threshold, from the model's probabilities" + (" and the nearest training images."
+                                                                           if nb else "."))
         if self.tag == "ambiguous_image":
-            parts = []
+            parts = [self.scores_sentence()]
             if "torn" in self.rules:
                 parts.append(self.torn_sentence())
             parts += self.hard_sentences()
-            what = []
-            if "torn" in self.rules:
-                what.append("the model is split between two classes")
-            hard = [{"dark": "dark", "low_contrast": "low in contrast", "blurred": "low in fine detail",
-                     "similar_colours": "similar in object and background colour"}[k] for k in self.hard]
-            if hard:
-                what.append("the image measures as " + " and ".join(hard))
-            verdict = "Ambiguous by measurement: " + "; ".join(what) + "."
-            return " ".join(p for p in parts if p), verdict[0].upper() + verdict[1:]
-        parts = []
-        if lq is not None:
-            parts.append(f"Label quality is {lq:.2f}" + (" (flagged by confident learning, but the other signals "
-                                                          "do not agree)." if flag else " (not flagged)."))
-        nb = self.neighbours_sentence()
+            sig = self.diag.get("ambiguity", {}).get("signals", {})
+            if sig.get("pair_confusion") is not None:
+                parts.append(f"The model confuses {self.tn} and {self.pn} in {sig['pair_confusion']:.1%} of their "
+                             f"evaluation examples.")
+            verdict = (f"Possibly ambiguous: the ambiguity score {self.am:.2f} is at or above the tag threshold"
+                       + ("; the model is split between two classes" if "torn" in self.rules else "")
+                       + ("; the image measures as hard" if self.hard else "") + ".")
+            return " ".join(p for p in parts if p), verdict
+        parts = [self.scores_sentence()]
         if nb:
             parts.append(nb)
         typ = self.typical_sentence()
         if typ:
             parts.append(typ)
-        if self.conf is not None:
-            parts.append(f"The model still gives {self.pn} {self.conf:.2f}"
-                         + (f" against {self.tp:.2f} for {self.tn}." if self.tp is not None else "."))
+        if probs:
+            parts.append(probs)
         confident = self.conf is not None and self.conf >= measure.CONFIDENT_OTHER
-        verdict = ("Model error: no measured signal points to the data, yet the model "
-                   + ("confidently picks another class." if confident else "picks another class."))
+        verdict = ("Model error: neither score reaches its tag, so no measured signal points to the data, yet the "
+                   "model " + ("confidently picks another class." if confident else "picks another class."))
         return " ".join(parts), verdict
 
     def cause(self) -> tuple[str, str]:
@@ -208,7 +219,10 @@ class Analysis:
         edge = self.edge_sentence()
         nb = self.neighbours_sentence()
         if self.tag == "annotation_issue":
-            key, lead = "annotation", [f"The measurements point to the label rather than the image: {nb[0].lower()}{nb[1:]}"]
+            why = (f"{nb[0].lower()}{nb[1:]}" if nb else
+                   f"the model gives the label {self.tn} {self.tp:.3f}." if self.tp is not None else
+                   "the label-error score is high.")
+            key, lead = "annotation", [f"The measurements point to the label rather than the image: {why}"]
         elif "dark" in self.hard or "low_contrast" in self.hard:
             key = "dark" if "dark" in self.hard else "low_contrast"
             lead = self.hard_sentences()
@@ -242,7 +256,7 @@ class Analysis:
         colour = self.ev.get("border_colour") or "other"
         return {
             "annotation": (f"Relabel this image after checking it, and audit the training split for the same "
-                           f"{tn}/{pn} pair: the nearest training images carry {pn}."),
+                           f"{tn}/{pn} pair" + (f": the nearest training images carry {pn}." if self.nl else ".")),
             "dark": (f"Brightness and contrast jitter in training (e.g. ColorJitter(brightness=0.4, contrast=0.4)) "
                      f"so dark {tn} images are seen."),
             "low_contrast": (f"Brightness and contrast jitter in training (e.g. ColorJitter(brightness=0.4, "

@@ -51,6 +51,12 @@ def evidence(wh, run_id, force, k, saliency, saliency_method, stats_limit, data,
             f"({res.label_issues_failures / max(res.computed, 1):.0%}). Flags are leads, not verdicts: their "
             f"precision is only as good as the model."
         )
+    if res.tagged:
+        click.echo("Diagnosis (scores thresholded by lens.diagnosis): " + ", ".join(
+            f"{res.tagged.get(t, 0):,} {t}" for t in ("annotation_issue", "ambiguous_image", "model_error")) + ".")
+    if res.detection is not None:
+        d = res.detection
+        click.echo(f"Detection power ({d.verdict}): {d.message}")
     for part, reason in res.skipped.items():
         click.echo(f"Skipped {part}: {reason}.")
 

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from lens import measure
+from lens import diagnosis, measure
 from lens.errors import LensError
 from lens.warehouse import Warehouse, class_names as run_class_names, delete_rows, insert_arrow, record_stage
 from lens.warehouse import replace_rows, require_run, utcnow
@@ -69,6 +69,8 @@ class EvidenceResult:
     skipped: dict[str, str] = field(default_factory=dict)  # run-level {part: reason}
     timings: dict[str, float] = field(default_factory=dict)  # seconds per part
     stats_source: str | None = None  # 'stored' | 'computed' | None
+    detection: Any = None  # lens.diagnosis.DetectionPower of the run (None: could not be estimated)
+    tagged: dict[str, int] = field(default_factory=dict)  # data_quality tag -> failures (of those computed)
 
 
 def _progress(iterable, *, desc: str, total: int | None = None, enabled: bool | None = None):
@@ -176,14 +178,19 @@ def _read(wh: Warehouse, run_id: str | None, force: bool, data: str | None):
         ).to_arrow_table()
         have = set()
         if not force:
-            have = {r[0] for r in con.execute("select example_id from evidence where run_id = ?", [run_id]).fetchall()}
+            # rows scored by older diagnosis rules count as missing: a rerun brings them up to date
+            have = {r[0] for r in con.execute(
+                "select example_id from evidence where run_id = ? and diagnosis_version = ?",
+                [run_id, diagnosis.RULES_VERSION]).fetchall()}
         preds = con.execute(
-            "select example_id, label, probs from predictions where run_id = ? order by example_id", [run_id]
+            "select example_id, label, pred, confidence, probs from predictions where run_id = ? order by example_id",
+            [run_id],
         ).to_arrow_table()
+        # every evaluation example's vector: failures get neighbours, and detection power plants
+        # flips among all of them
         eval_feats = con.execute(
-            "select example_id, vector from features where run_id = ? and split = 'eval'"
-            " and example_id in (select example_id from failures where run_id = ?)",
-            [run_id, run_id],
+            "select example_id, vector from features where run_id = ? and split = 'eval' order by example_id",
+            [run_id],
         ).to_arrow_table()
         train_feats = con.execute(
             "select example_id, label, vector from features where run_id = ? and split = 'train' order by example_id",
@@ -373,6 +380,7 @@ def run(
     nb_ids = [None] * n
     nb_labels = [None] * n
     nb_sims = [None] * n
+    eval_nl = None  # (N_eval, k) neighbour labels of every evaluation example in predictions order
     cols["neighbour_true_share"] = np.full(n, np.nan, np.float32)
     cols["neighbour_pred_share"] = np.full(n, np.nan, np.float32)
     if train_feats.num_rows == 0:
@@ -387,18 +395,26 @@ def run(
         tids = train_feats.column("example_id").to_numpy()
         tlab = train_feats.column("label").to_numpy()
         evec = _list_matrix(eval_feats.column("vector"))
-        epos = {int(e): i for i, e in enumerate(eval_feats.column("example_id").to_numpy())}
+        eids = eval_feats.column("example_id").to_numpy()
+        # neighbours of every evaluation example (detection power plants flips among them all)
+        idx, sims = nearest_neighbours(evec, tvec, k, progress=progress)
+        all_nl = tlab[idx]
+        epos = {int(e): i for i, e in enumerate(eids)}
+        eval_nl = np.full((preds.num_rows, all_nl.shape[1]), -1, dtype=np.int64)
+        for i, e in enumerate(preds.column("example_id").to_numpy()):
+            j = epos.get(int(e))
+            if j is not None:
+                eval_nl[i] = all_nl[j]
         rows = np.array([epos.get(int(e), -1) for e in ids])
-        ok = rows >= 0
-        idx, sims = nearest_neighbours(evec[rows[ok]], tvec, k, progress=progress)
-        for j, i in enumerate(np.flatnonzero(ok)):
-            nl = tlab[idx[j]]
+        for i in np.flatnonzero(rows >= 0):
+            j = rows[i]
+            nl = all_nl[j]
             nb_ids[i] = tids[idx[j]].tolist()
             nb_labels[i] = nl.tolist()
             nb_sims[i] = sims[j].tolist()
             cols["neighbour_true_share"][i] = float((nl == labels[i]).mean())
             cols["neighbour_pred_share"][i] = float((nl == pred[i]).mean())
-        for i in np.flatnonzero(~ok):
+        for i in np.flatnonzero(rows < 0):
             row_skips[i]["neighbours"] = "no feature vector stored for this example"
     timings["neighbours"] = time.perf_counter() - t0
 
@@ -483,6 +499,16 @@ def run(
                 )
     timings["class_stats"] = time.perf_counter() - t0
 
+    # -- diagnosis scores and detection power -------------------------------------------------
+    t0 = time.perf_counter()
+    cols["label_error_score"], cols["ambiguity_score"], diag_json, power = _diagnose(
+        preds, ids, eval_nl, cols["brightness"], cols["edge_share"], num_classes, skipped)
+    timings["diagnosis"] = time.perf_counter() - t0
+    res.detection = power
+    res.tagged = {t: int(c) for t, c in zip(*np.unique(diagnosis.tags(cols["label_error_score"],
+                                                                          cols["ambiguity_score"]).astype(str),
+                                                           return_counts=True))}
+
     # -- saliency ------------------------------------------------------------------------------
     t0 = time.perf_counter()
     sal_share = np.full(n, np.nan, np.float32)
@@ -510,7 +536,7 @@ def run(
     for i in range(n):
         row_skips[i] = {**skipped, **row_skips[i]}
     table = _evidence_table(run_id, ids, labels, pred, cols, nb_ids, nb_labels, nb_sims, z_true, z_pred,
-                            share_true, share_pred, sal_method, sal_share, sal_png, row_skips)
+                            share_true, share_pred, sal_method, sal_share, sal_png, row_skips, diag_json)
     details = {
         "failures": res.failures,
         "computed": res.computed,
@@ -537,6 +563,8 @@ def run(
             finally:
                 con.unregister("_lens_new_evidence")
             insert_arrow(con, "evidence", table)
+        if power is not None:
+            replace_rows(con, "detection_power", {"run_id": run_id}, _power_table(run_id, power))
         if new_stats is not None:
             delete_rows(con, "class_image_stats", {"dataset": dataset, "image_side": side})
             insert_arrow(con, "class_image_stats", new_stats)
@@ -545,6 +573,57 @@ def run(
     res.skipped = skipped
     res.timings = timings
     return res
+
+
+def _pred_arrays(preds: pa.Table):
+    """(example ids, labels, preds, probs or None, confidence) of every evaluation example."""
+    eids = preds.column("example_id").to_numpy()
+    labels = preds.column("label").to_numpy().astype(np.int64)
+    pred = preds.column("pred").to_numpy().astype(np.int64)
+    probs_col = preds.column("probs")
+    probs = _list_matrix(probs_col, np.float64) if preds.num_rows and probs_col.null_count == 0 else None
+    conf = np.array([np.nan if v is None else v for v in preds.column("confidence").to_pylist()], np.float64)
+    return eids, labels, pred, probs, conf
+
+
+def _diagnose(preds: pa.Table, ids: np.ndarray, eval_nl: np.ndarray | None, brightness: np.ndarray,
+              edge_share: np.ndarray, num_classes: int, skipped: dict[str, str]):
+    """label_error_score, ambiguity_score and their JSON records for the failures ``ids``, and the
+    run's detection power (:mod:`lens.diagnosis`)."""
+    eids, labels_all, pred_all, probs_all, conf_all = _pred_arrays(preds)
+    pos_of = {int(e): i for i, e in enumerate(eids)}
+    pos = np.array([pos_of[int(e)] for e in ids], dtype=np.int64)
+    labels, pred = labels_all[pos], pred_all[pos]
+    probs = None if probs_all is None else probs_all[pos]
+    nl = None if eval_nl is None else eval_nl[pos]
+    le_sig = diagnosis.label_error_signals(labels=labels, probs=probs, confidence=conf_all[pos], neighbour_labels=nl)
+    le, le_model = diagnosis.label_error_score(le_sig)
+    class_error, pair = diagnosis.confusion_rates(labels_all, pred_all, num_classes)
+    am_sig = diagnosis.ambiguity_signals(labels=labels, pred=pred, class_error=class_error, pair=pair, probs=probs,
+                                         brightness=brightness, edge_share=edge_share)
+    am, am_model = diagnosis.ambiguity_score(am_sig)
+    records = []
+    for i in range(len(ids)):
+        records.append(json.dumps({
+            "label_error": diagnosis.explain(diagnosis.LABEL_ERROR_MODELS, le_model[i],
+                                             {k: v[i] for k, v in le_sig.items()}),
+            "ambiguity": diagnosis.explain(diagnosis.AMBIGUITY_MODELS, am_model[i],
+                                           {k: v[i] for k, v in am_sig.items()}),
+            "version": diagnosis.RULES_VERSION,
+        }))
+    power = diagnosis.detection_power(labels=labels_all, probs=probs_all, confidence=conf_all, pred=pred_all,
+                                      neighbour_labels=eval_nl, num_classes=num_classes)
+    if power is None:
+        skipped["detection_power"] = "too few evaluation examples or classes to plant flips among"
+    return le.astype(np.float32), am.astype(np.float32), records, power
+
+
+def _power_table(run_id: str, power: "diagnosis.DetectionPower") -> pa.Table:
+    row = {k: getattr(power, k) for k in (
+        "signals", "eval_examples", "flips_per_trial", "trials", "threshold", "recall", "recall_low", "recall_high",
+        "precision", "precision_low", "precision_high", "average_precision", "candidates", "verdict", "message")}
+    row.update(run_id=run_id, diagnosis_version=diagnosis.RULES_VERSION, computed_at=utcnow())
+    return pa.Table.from_pylist([row])
 
 
 def _saliency(checkpoint_path, images, pred, method, device, batch_size, progress, share, pngs, methods) -> None:
@@ -578,7 +657,7 @@ def _saliency(checkpoint_path, images, pred, method, device, batch_size, progres
 
 
 def _evidence_table(run_id, ids, labels, pred, cols, nb_ids, nb_labels, nb_sims, z_true, z_pred, share_true,
-                    share_pred, sal_method, sal_share, sal_png, row_skips) -> pa.Table:
+                    share_pred, sal_method, sal_share, sal_png, row_skips, diag_json) -> pa.Table:
     n = len(ids)
 
     def f32(a):
@@ -623,6 +702,10 @@ def _evidence_table(run_id, ids, labels, pred, cols, nb_ids, nb_labels, nb_sims,
             "saliency_centre_share": f32(sal_share),
             "saliency_png": pa.array(sal_png, pa.binary()),
             "skipped": pa.array([json.dumps(s) if s else None for s in row_skips], pa.string()),
+            "label_error_score": f32(cols["label_error_score"]),
+            "ambiguity_score": f32(cols["ambiguity_score"]),
+            "diagnosis": pa.array(diag_json, pa.string()),
+            "diagnosis_version": pa.array([diagnosis.RULES_VERSION] * n, pa.string()),
             "computed_at": pa.array([now] * n, pa.timestamp("us")),
         }
     )
@@ -630,7 +713,7 @@ def _evidence_table(run_id, ids, labels, pred, cols, nb_ids, nb_labels, nb_sims,
 
 #: evidence columns holding JSON text (decoded by :func:`load_evidence`)
 JSON_COLUMNS = ("z_true", "z_pred", "skipped", "border_colours", "centre_colours", "colour_share_true",
-                "colour_share_pred")
+                "colour_share_pred", "diagnosis")
 
 
 def load_evidence(wh: Warehouse, run_id: str, example_ids=None) -> dict[int, dict[str, Any]]:

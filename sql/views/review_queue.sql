@@ -1,7 +1,9 @@
--- review_queue: one row per answered hypothesis of a sampled failure, in sample order,
--- with what the review form filters on (class pair, tags) and how far it is reviewed.
--- n_verdicts counts the latest verdicts (any reviewer, any dimension incl. 'overall');
--- reviewed = at least one.   key: hypothesis_id
+-- review_queue: one row per answered hypothesis of a sampled failure, with what the review
+-- form filters on (class pair, tags) and how far it is reviewed. n_verdicts counts the latest
+-- verdicts (any reviewer, any dimension incl. 'overall'); reviewed = at least one.
+-- queue_rank orders the queue per run: answers whose data_quality tag the evidence contradicts
+-- first (a checked disagreement raises a failure), then by label_error_score, then by
+-- ambiguity_score (both descending), then in sample order.   key: hypothesis_id
 create or replace view review_queue as
 with answered as (
     select h.hypothesis_id, h.run_id, h.example_id, h.backend, h.model, h.created_at
@@ -11,6 +13,12 @@ with answered as (
 tags as (
     select hypothesis_id, list(distinct tag order by tag) as tags, count(*) as n_dimensions
     from hypothesis_dimensions
+    group by hypothesis_id
+),
+tag_checks as (
+    select hypothesis_id, any_value(verdict) as tag_check, any_value(fact) as tag_check_fact
+    from claims
+    where kind = 'tag' and dimension = 'data_quality'
     group by hypothesis_id
 ),
 reviews as (
@@ -35,7 +43,16 @@ final as (
         coalesce(t.n_dimensions, 0) as n_dimensions,
         coalesce(r.n_verdicts, 0) as n_verdicts,
         coalesce(r.n_verdicts, 0) > 0 as reviewed,
-        r.last_reviewed_at
+        r.last_reviewed_at,
+        e.label_error_score,
+        e.ambiguity_score,
+        k.tag_check,
+        k.tag_check_fact,
+        row_number() over (
+            partition by a.run_id
+            order by coalesce(k.tag_check = 'contradicted', false) desc, e.label_error_score desc nulls last,
+                e.ambiguity_score desc nulls last, s.rank nulls last, a.example_id, a.hypothesis_id
+        ) as queue_rank
     from answered as a
     join failures as f on f.run_id = a.run_id and f.example_id = a.example_id
     left join samples as s on s.run_id = a.run_id and s.example_id = a.example_id
@@ -43,5 +60,7 @@ final as (
     left join classes as cp on cp.run_id = a.run_id and cp.class_id = f.pred
     left join tags as t on t.hypothesis_id = a.hypothesis_id
     left join reviews as r on r.hypothesis_id = a.hypothesis_id
+    left join evidence as e on e.run_id = a.run_id and e.example_id = a.example_id
+    left join tag_checks as k on k.hypothesis_id = a.hypothesis_id
 )
 select * from final

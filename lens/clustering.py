@@ -10,8 +10,10 @@ The ``cluster`` stage (:mod:`lens.stages.cluster`) strings these together per di
 3. :func:`noise_filter` turns clusters below ``min_size`` into noise (-1) and numbers the
    rest by size;
 4. :func:`centroid_distances`, :func:`representatives` (nearest the centroid, the first
-   is the medoid), :func:`ctfidf_top_words` (class-based TF-IDF names, cut by
-   :func:`cap_name` to :data:`NAME_CHARS`) and :func:`map_2d` (PCA) describe the result.
+   is the medoid), :func:`keyphrase_names` (short names: keyphrases weighted by class-based
+   TF-IDF, ranked against the centroid with the run's embedder, diverse by MMR, distinct
+   among siblings; cut by :func:`cap_name` to :data:`NAME_CHARS`) and :func:`map_2d` (PCA)
+   describe the result.
 
 Vectors are expected L2-normalised (as ``lens embed`` stores them): Euclidean KMeans on
 unit vectors is spherical KMeans, which is what a cosine silhouette measures.
@@ -20,6 +22,7 @@ scikit-learn is imported inside the functions.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -259,53 +262,246 @@ def representatives(distances: np.ndarray, members: np.ndarray, n: int = 5) -> n
     return members[order[:n]]
 
 
-def ctfidf_top_words(
-    docs: Sequence[str], *, n_words: int = 3, exclude: Sequence[str] = ("[CLASS]",)
-) -> list[list[str]]:
-    """Class-based TF-IDF: the words that distinguish each cluster's text from the others'.
+#: longest cluster name stored: a name is read in tables, dropdowns and legends
+NAME_CHARS = 160
 
-    Each cluster is one document (its members' texts joined); terms are counted with
-    English stop words and :data:`GENERIC_WORDS` removed, and weighted by TF-IDF across
-    the cluster documents.
+# -- short names: keyphrases that the members share and the siblings do not --------------------
 
-    Parameters
-    ----------
-    docs : sequence of str, length k
-        One concatenated document per cluster.
-    n_words : int
-    exclude : sequence of str
-        Literal strings removed before counting (the class-name placeholder).
+#: most words in an offline cluster name (:func:`keyphrase_names`)
+NAME_WORDS = 6
+#: characters of each member's text read for naming (answers can be 256K characters long)
+NAME_TEXT_CHARS = 2000
+#: longest keyphrase candidate, in words
+PHRASE_WORDS = 3
+#: candidates per cluster that are embedded and ranked against the centroid
+PHRASE_CANDIDATES = 20
+#: MMR trade-off for the second phrase of a name: 0 = relevance only, 1 = difference only
+DIVERSITY = 0.6
 
-    Returns
-    -------
-    list of list of str, length k
-        Up to ``n_words`` words per cluster, most distinctive first (ties alphabetical).
+#: Function words: a keyphrase neither starts nor ends with one (inside it they may stand:
+#: "out of focus"). Deliberately shorter than scikit-learn's list, which drops words that carry
+#: a cause ("back", "behind", "front", "top", "side", "full", "fire").
+PHRASE_STOP_WORDS = frozenset("""
+a about after again against all also am an and any are as at be because been before being both but by
+can could did do does doing down during each either else even ever every few for from had has have having
+he her here hers him his how however i if in into is it its itself just may me might more most much must
+my neither nor of off on once one only or our ours over own per perhaps possibly probably quite rather
+same shall she should since so some such than that the their theirs them then there these they this those
+though through thus to too under until up upon us very via was we were what when where whether which while
+who whom whose why will with within without would yet you your
+another other others two three like between among rather than instead e.g i.e etc
+""".split()) | GENERIC_WORDS
+
+_SEGMENT = re.compile(r"[.,;:!?()\[\]{}\"“”‘’/|<>=+*&#…]+|\s-\s|\s–\s|\s—\s")
+_TOKEN = re.compile(r"[a-z][a-z'-]*[a-z]")
+#: a phrase does not run across these ("blurry and out" is two phrases)
+_JOINERS = frozenset({"and", "or", "but", "nor", "yet", "so"})
+#: may open a phrase ("no measured signal") but not end one or stand alone
+_NEGATIONS = frozenset({"no", "not", "never"})
+
+
+def _phrases(text: str, exclude: Sequence[str], max_words: int = PHRASE_WORDS) -> set[str]:
+    """The keyphrase candidates of one text: 1..max_words-word runs inside one clause.
+
+    Class placeholders and punctuation end a run; a candidate neither starts nor ends with a
+    function word (:data:`PHRASE_STOP_WORDS`) and has no numbers.
     """
-    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer, TfidfTransformer
-
-    cleaned = []
-    for d in docs:
-        for e in exclude:
-            d = d.replace(e, " ")
-        cleaned.append(d)
-    vec = CountVectorizer(
-        stop_words=sorted(ENGLISH_STOP_WORDS | GENERIC_WORDS), token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z-]+\b"
-    )
-    try:
-        counts = vec.fit_transform(cleaned)
-    except ValueError:  # nothing but stop words
-        return [[] for _ in docs]
-    weights = TfidfTransformer().fit_transform(counts).toarray()
-    vocab = vec.get_feature_names_out()  # alphabetical
-    out = []
-    for row in weights:
-        order = np.lexsort((np.arange(len(row)), -row))
-        out.append([str(vocab[i]) for i in order[:n_words] if row[i] > 0])
+    text = text[:NAME_TEXT_CHARS].lower()
+    for e in exclude:
+        text = text.replace(e.lower(), " . ")
+    out: set[str] = set()
+    for segment in _SEGMENT.split(text):
+        words = segment.split()
+        for start in range(len(words)):
+            for n in range(1, max_words + 1):
+                run = words[start:start + n]
+                if len(run) < n:
+                    break
+                if not all(_TOKEN.fullmatch(w) for w in run) or run[-1] in _JOINERS:
+                    break
+                if run[0] in PHRASE_STOP_WORDS or run[-1] in PHRASE_STOP_WORDS or run[-1] in _NEGATIONS:
+                    continue
+                if len(set(run)) < n:
+                    continue  # "word word"
+                if start and words[start - 1] in _NEGATIONS:
+                    continue  # "sharp" of "not sharp" says the opposite: only "not sharp" counts
+                out.add(" ".join(run))
     return out
 
 
-#: longest cluster name stored: a name is read in tables, dropdowns and legends
-NAME_CHARS = 160
+@dataclass
+class ClusterName:
+    """A short name of one cluster (:func:`keyphrase_names`).
+
+    Attributes
+    ----------
+    name : str
+        At most :data:`NAME_WORDS` words, distinct from the sibling clusters' names.
+    phrases : list of str
+        The keyphrases it is made of, best first.
+    support : list of float
+        Share of the cluster's members whose text holds each phrase.
+    """
+
+    name: str
+    phrases: list[str]
+    support: list[float]
+
+
+def keyphrase_names(
+    texts: Sequence[str],
+    labels: np.ndarray,
+    *,
+    vectors: np.ndarray | None = None,
+    encode=None,
+    max_words: int = NAME_WORDS,
+    exclude: Sequence[str] = ("[CLASS]",),
+    candidates: int = PHRASE_CANDIDATES,
+    diversity: float = DIVERSITY,
+    fallback: dict[int, str] | None = None,
+) -> dict[int, ClusterName]:
+    """Short names that say what each cluster's members share and its siblings do not.
+
+    KeyBERT-style keyphrases, ranked with class-based TF-IDF weights:
+
+    1. candidates are 1-3 word runs of the members' texts (:func:`_phrases`);
+    2. each candidate gets ``support`` (share of the cluster's members that say it) times
+       ``exclusivity`` (its support here over the sum of its supports in all clusters):
+       a template phrase every cluster says scores 1/k, a phrase only these members say 1;
+       a phrase is dropped for a longer one holding it that nearly as many members say;
+    3. with ``encode`` (the run's own embedder) the best ``candidates`` of each cluster are
+       embedded, and their cosine to the cluster's centroid is added, less the cosine to the
+       nearest sibling centroid (relevance to this cluster rather than to the others);
+    4. the name is the best phrase, plus the phrase with the best maximal-marginal-relevance
+       score (``(1 - diversity) * score - diversity * similarity to the first``) that shares
+       no word with it, when both fit in ``max_words`` words and it is distinctive too (a
+       quarter of the members say it, with exclusivity at least ``max(1.5 / k, 0.4)``);
+    5. siblings never share a name: clusters are named largest first, and a phrase another
+       cluster already leads with is not used to lead again; the last resort appends
+       ``#<cluster id>``.
+
+    Parameters
+    ----------
+    texts : sequence of str, length n
+        The embedded texts (class names masked as ``[CLASS]``).
+    labels : ndarray of int, shape (n,)
+        Cluster id of each text; -1 (noise) is left out and not named.
+    vectors : ndarray of float, shape (n, d), optional
+        The texts' unit vectors (for the centroids); needed with ``encode``.
+    encode : callable, optional
+        ``encode(list_of_phrases) -> ndarray (m, d)`` of unit vectors, the same embedder as
+        ``vectors``. Without it the ranking is steps 1, 2, 4, 5 (similarity: shared words).
+    max_words : int
+    exclude : sequence of str
+        Literal strings that end a phrase (the class placeholder).
+    candidates : int
+        Candidates per cluster carried into steps 3 and 4.
+    diversity : float
+        In [0, 1].
+    fallback : dict int -> str, optional
+        Text to name a cluster by when it has no candidate at all (e.g. its medoid answer);
+        cut to ``max_words`` words.
+
+    Returns
+    -------
+    dict int -> ClusterName
+        One per cluster id >= 0, names distinct.
+    """
+    labels = np.asarray(labels)
+    ids = [int(c) for c in np.unique(labels) if c >= 0]
+    if not ids:
+        return {}
+    sizes = {c: int((labels == c).sum()) for c in ids}
+    order = sorted(ids, key=lambda c: (-sizes[c], c))
+    # document frequency of each phrase per cluster
+    df: dict[int, dict[str, int]] = {c: {} for c in ids}
+    for text, c in zip(texts, labels):
+        if c < 0:
+            continue
+        counts = df[int(c)]
+        for p in _phrases(text or "", exclude):
+            counts[p] = counts.get(p, 0) + 1
+    support = {c: {p: n / sizes[c] for p, n in df[c].items()} for c in ids}
+    total: dict[str, float] = {}
+    for c in ids:
+        for p, s in support[c].items():
+            total[p] = total.get(p, 0.0) + s
+    min_count = {c: 2 if sizes[c] >= 4 else 1 for c in ids}
+    scored: dict[int, list[tuple[str, float]]] = {}
+    for c in ids:
+        cand = {p: s * (s / total[p]) for p, s in support[c].items() if df[c][p] >= min_count[c]}
+        # prefer "motion blur" to "motion" when (nearly) the same members say both
+        for p in list(cand):
+            words = p.split()
+            if len(words) == PHRASE_WORDS:
+                continue
+            for q, sq in support[c].items():
+                if q in cand and len(q) > len(p) and f" {p} " in f" {q} " and sq >= 0.8 * support[c][p]:
+                    cand.pop(p, None)
+                    break
+        ranked = sorted(cand.items(), key=lambda kv: (-kv[1], -len(kv[0].split()), kv[0]))
+        scored[c] = ranked[:candidates]
+
+    emb: dict[str, np.ndarray] = {}
+    if encode is not None and vectors is not None:
+        V = np.asarray(vectors, dtype=np.float32)
+        cent = np.stack([V[labels == c].mean(axis=0) for c in ids])
+        cent /= np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-12)
+        phrases = sorted({p for c in ids for p, _ in scored[c]})
+        if phrases:
+            E = np.asarray(encode(phrases), dtype=np.float32)
+            E /= np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
+            emb = dict(zip(phrases, E))
+            sims = E @ cent.T  # (phrases, clusters)
+            row = {p: i for i, p in enumerate(phrases)}
+            for j, c in enumerate(ids):
+                others = [k for k in range(len(ids)) if k != j]
+                rescored = []
+                for p, s in scored[c]:
+                    rel = float(sims[row[p], j])
+                    near = float(sims[row[p], others].max()) if others else 0.0
+                    rescored.append((p, s + rel - near))
+                scored[c] = sorted(rescored, key=lambda kv: (-kv[1], -len(kv[0].split()), kv[0]))
+
+    def similarity(p: str, q: str) -> float:
+        if p in emb and q in emb:
+            return float(emb[p] @ emb[q])
+        a, b = set(p.split()), set(q.split())
+        return len(a & b) / len(a | b)
+
+    # the second phrase must be distinctive too: said here well above a sibling's share
+    second_min = max(1.5 / len(ids), 0.4)
+    names: dict[int, ClusterName] = {}
+    used_lead: set[str] = set()
+    used_names: set[str] = set()
+    for c in order:
+        ranked = [(p, s) for p, s in scored[c] if len(p.split()) <= max_words]
+        lead_options = [(p, s) for p, s in ranked if p not in used_lead] or ranked
+        if not lead_options:
+            words = " ".join((fallback or {}).get(c, "").split()[:max_words]) or f"cluster {c}"
+            name = ClusterName(words, [], [])
+        else:
+            first, s1 = lead_options[0]
+            chosen = [first]
+            best, best_mmr = None, None
+            for p, s in ranked:
+                if p == first or set(p.split()) & set(first.split()):
+                    continue
+                if len(first.split()) + len(p.split()) > max_words:
+                    continue
+                mmr = (1 - diversity) * s - diversity * similarity(p, first)
+                if best_mmr is None or mmr > best_mmr:
+                    best, best_mmr = p, mmr
+            if best is not None and support[c][best] >= 0.25 and support[c][best] / total[best] >= second_min:
+                chosen.append(best)
+            name = ClusterName(", ".join(chosen), chosen, [support[c][p] for p in chosen])
+            used_lead.add(first)
+        if name.name in used_names:
+            name.name = f"{' '.join(name.name.split()[:max_words - 1])} #{c}"
+        used_names.add(name.name)
+        names[c] = name
+    return names
+
 
 
 def cap_name(text: str, limit: int = NAME_CHARS) -> str:

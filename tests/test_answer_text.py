@@ -224,7 +224,8 @@ def test_cluster_names_are_capped_whatever_the_medoid_holds():
     texts = [("word " * 50_000 + f"answer {i}.") for i in range(12)]  # 250,000 characters each
     out = cluster_dimension(X, texts, k_min=2, k_max=3, min_size=2, seed=0, n_init=2, sample_size=100)
     names = [c["name"] for cid, c in out["clusters"].items() if cid >= 0]
-    assert names and all(len(n) <= clustering.NAME_CHARS and n.endswith("…") for n in names)
+    # offline names are short keyphrases (at most 6 words) whatever the answers hold
+    assert names and all(len(n) <= clustering.NAME_CHARS and len(n.split()) <= 6 for n in names)
     long_word = "x" * 1_000_000
     assert len(clustering.cap_name(long_word)) == clustering.NAME_CHARS
     assert clustering.cap_name("short\nname  here") == "short name here"

@@ -60,18 +60,19 @@ def test_planted_groups_recovered_and_k_chosen_by_silhouette(wh, model):
     expected = silhouette_score(X, m.kmeans_label, metric="cosine")
     assert scores.silhouette[scores.chosen].iloc[0] == pytest.approx(expected, abs=1e-4)
 
-    # names: c-TF-IDF words + the medoid sentence; the medoid is the member with the least
-    # total cosine distance to the others, and the first representative
+    # names: short keyphrases (tests/test_names.py); the medoid sentence, the example, is kept
+    # apart; the medoid is the member with the least total cosine distance to the others, and
+    # the first representative
     cl = wh.query("select * from clusters order by cluster_id")
     key_words = {"blur": "blur", "label": "label", "water": "water", "pose": "", "colour": "fur"}  # "" = any
     for row in cl.itertuples():
         members = m[m.cluster_id == row.cluster_id]
         group = list(GROUPS)[Counter(y[members.example_id]).most_common(1)[0][0]]
-        assert key_words[group] in row.name.split(":")[0] and row.name_method == "ctfidf+medoid"
+        assert key_words[group] in row.name and row.name_method == "keyphrase+centroid"
         V = np.stack(members.vector.to_numpy())
         medoid = members.hypothesis_id.iloc[int(np.argmax((V @ V.T).sum(axis=1)))]
         assert row.representatives[0] == medoid and row.medoid_text == texts[int(members.example_id[members.hypothesis_id == medoid].iloc[0])]
-        assert row.name.endswith(row.medoid_text) and len(row.representatives) == 5
+        assert len(row.name.split()) <= 6 and len(row.representatives) == 5
         dist = members.set_index("hypothesis_id").distance[list(row.representatives)]
         assert list(dist) == sorted(dist) and dist.max() <= members.distance.nsmallest(5).max() + 1e-7
 
@@ -220,11 +221,11 @@ def test_ollama_labeler_and_fallback(wh, model):
     assert (cl.name_method == "ollama:fake:1b").all()
     assert [n for n in cl.name] == [f"Group of {t[:20]}".strip() for t in cl.medoid_text]
 
-    # nothing listens on that port any more: c-TF-IDF names and a warning
+    # nothing listens on that port any more: keyphrase names and a warning
     res = cluster_stage.run(wh, run_id="r1", k_min=5, k_max=5, min_size=3, labeler="ollama",
                             label_model="fake:1b", ollama_host=host, progress=False)
-    assert len(res.warnings) == 1 and "unavailable" in res.warnings[0] and "c-TF-IDF" in res.warnings[0]
-    assert (wh.query("select name_method from clusters").name_method == "ctfidf+medoid").all()
+    assert len(res.warnings) == 1 and "unavailable" in res.warnings[0] and "keyphrases" in res.warnings[0]
+    assert (wh.query("select name_method from clusters").name_method == "keyphrase+centroid").all()
 
 
 def test_k_range_clipping_keeps_a_silhouette_choice():

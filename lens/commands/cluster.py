@@ -57,8 +57,10 @@ def embed(wh, run_id, embedder, dimensions, backend, model, prompt, batch_size, 
 @click.option("--seed", default=0, show_default=True, help="Seeds KMeans, the silhouette sample and the map.")
 @click.option("--n-init", default=3, show_default=True, help="KMeans restarts per k.")
 @click.option("--sample-size", default=5000, show_default=True, help="Silhouette measured on this many answers at most.")
-@click.option("--labeler", type=click.Choice(["ctfidf", "ollama"]), default="ctfidf", show_default=True,
-              help="How clusters are named: distinctive words + medoid sentence, or an Ollama text model.")
+@click.option("--labeler", type=click.Choice(["keyphrase", "ctfidf", "ollama"]), default="keyphrase",
+              show_default=True,
+              help="How clusters are named: keyphrases the members share, ranked against the centroid with "
+                   "the run's embedder (keyphrase), by c-TF-IDF alone (ctfidf), or by an Ollama text model.")
 @click.option("--label-model", default=None, help="Ollama model for --labeler ollama (e.g. qwen3:8b).")
 @click.option("--ollama-host", default=None, help="Ollama server (default: http://127.0.0.1:11434).")
 @click.pass_obj
@@ -66,6 +68,8 @@ def cluster(wh, run_id, embedder, dimensions, k_min, k_max, min_size, seed, n_in
             label_model, ollama_host):
     """Cluster each embedded dimension: KMeans with k chosen by silhouette, small clusters as noise.
 
+    Each cluster gets a short name (at most 6 words) saying what its answers share and
+    its siblings' do not; its medoid answer is kept apart as the example (medoid_text).
     Every k's silhouette is kept in cluster_k_scores; see the clusters in the
     cluster_summary view and the 2-D map in cluster_members (x, y).
 
@@ -94,6 +98,8 @@ def cluster(wh, run_id, embedder, dimensions, k_min, k_max, min_size, seed, n_in
             click.echo(f"  note: {note}")
         for cid, name in sorted(d.names.items()):
             click.echo(f"  {cid:>3}  {name[:110]}")
+            if d.examples.get(cid):
+                click.echo(f"       e.g. {' '.join(d.examples[cid].split())[:100]}")
 
 
 commands = [embed, cluster]

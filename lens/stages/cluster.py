@@ -10,13 +10,16 @@ Each dimension is clustered on its own (see :mod:`lens.clustering` for the steps
   cluster. Both are reported in :attr:`DimensionResult.notes`.
 * Members of clusters smaller than ``min_size`` become noise: ``cluster_id = -1``, their
   ``kmeans_label`` kept. Kept clusters are numbered 0, 1, ... by size.
-* Names: offline (``labeler='ctfidf'``), the three words that distinguish the cluster
-  (class-based TF-IDF over the embedded texts, ``[CLASS]`` and stop words left out) and
-  the medoid sentence: ``"dark, night, lighting: The photo is too dark to see the animal."``,
-  name_method ``'ctfidf+medoid'``, cut to ``clustering.NAME_CHARS`` (160) characters with "…"
-  (the whole medoid answer is ``medoid_text``). With ``labeler='ollama'`` an Ollama text model names
+* Names: offline (``labeler='keyphrase'``, the default), at most 6 words saying what the
+  members share and their siblings do not (:func:`lens.clustering.keyphrase_names`: 1-3 word
+  phrases of the embedded texts weighted by class-based TF-IDF, ranked against the cluster
+  centroid with the run's own embedder, the second phrase picked by maximal marginal
+  relevance), e.g. ``"motion blur, out of focus"``; name_method ``'keyphrase+centroid'``
+  (``'keyphrase'`` with ``labeler='ctfidf'``, or when the embedder cannot be loaded, which
+  ``warnings`` says). Siblings never share a name. The medoid answer, the example, is kept
+  apart in ``medoid_text``. With ``labeler='ollama'`` an Ollama text model names
   each cluster from its representatives (name_method ``'ollama:<model>'``); if the
-  server cannot be reached the stage falls back to c-TF-IDF and says so in ``warnings``.
+  server cannot be reached the stage falls back to keyphrases and says so in ``warnings``.
 * ``representatives``: the 5 members nearest the centroid, nearest first (the first is
   the medoid); ``distance``: cosine distance to the KMeans centroid; ``x``, ``y``: PCA map.
 
@@ -42,9 +45,8 @@ from lens.backends.embedders import canonical_name
 from lens.errors import LensError
 from lens.warehouse import Warehouse, delete_rows, insert_arrow, record_stage, require_run, utcnow
 
-LABELERS = ("ctfidf", "ollama")
+LABELERS = ("keyphrase", "ctfidf", "ollama")
 N_REPRESENTATIVES = 5
-NAME_WORDS = 3
 PLACEHOLDER = "[CLASS]"
 
 
@@ -59,6 +61,7 @@ class DimensionResult:
     noise: int                  # answers marked noise
     names: dict[int, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    examples: dict[int, str] = field(default_factory=dict)  # the medoid answer of each cluster
 
 
 @dataclass
@@ -114,6 +117,17 @@ class _OllamaNamer:
         return name or None
 
 
+def _phrase_encoder(embedder: str) -> tuple[Callable[[list[str]], np.ndarray] | None, str | None]:
+    """(encode, None) with the run's embedder for ranking keyphrases, or (None, why not)."""
+    from lens.backends import embedders
+
+    try:
+        model = embedders.create(embedder)
+    except (LensError, OSError, ValueError) as exc:
+        return None, str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    return (lambda phrases: model.encode(phrases, batch_size=256)), None
+
+
 def _load(con, run_id: str, embedder: str | None, dimensions: Sequence[str] | None):
     have = [r[0] for r in con.execute(
         "select distinct embedder from embeddings where run_id = ? order by embedder", [run_id]
@@ -157,9 +171,15 @@ def cluster_dimension(
     n_init: int,
     sample_size: int,
     namer: Callable[[Sequence[str]], str | None] | None = None,
+    encode: Callable[[list[str]], np.ndarray] | None = None,
     progress=None,
 ) -> dict:
-    """Cluster one dimension's vectors; returns arrays and per-cluster facts (no warehouse)."""
+    """Cluster one dimension's vectors; returns arrays and per-cluster facts (no warehouse).
+
+    Names: :func:`lens.clustering.keyphrase_names` (``encode`` = the embedder of ``X``, to rank
+    phrases against the centroids; without it c-TF-IDF alone), or ``namer(representative
+    texts)`` when given and it answers. ``name_method`` is None for names the caller labels.
+    """
     n = len(X)
     n_distinct = len(np.unique(np.round(X, 6), axis=0)) if n else 0
     rng = clustering.k_range(n, k_min=k_min, k_max=k_max, min_size=min_size, n_distinct=n_distinct)
@@ -188,12 +208,13 @@ def cluster_dimension(
             "members": members, "reps": reps, "medoid": int(reps[0]),
             "silhouette": float(sil.mean()) if len(sil) else None,
         }
-    docs = [" ".join(texts[i] for i in clusters[c]["members"]) for c in kept]
-    words = clustering.ctfidf_top_words(docs, n_words=NAME_WORDS, exclude=(PLACEHOLDER,)) if kept else []
-    for cid, w in zip(kept, words):
-        medoid = texts[clusters[cid]["medoid"]]
-        clusters[cid]["name"] = clustering.cap_name((", ".join(w) + ": " if w else "") + medoid)
-        clusters[cid]["name_method"] = "ctfidf+medoid"
+    short = clustering.keyphrase_names(
+        texts, cluster_ids, vectors=X, encode=encode, exclude=(PLACEHOLDER,),
+        fallback={c: texts[clusters[c]["medoid"]] for c in kept},
+    )
+    for cid in kept:
+        clusters[cid]["name"] = clustering.cap_name(short[cid].name)
+        clusters[cid]["name_method"] = "keyphrase" if encode is None else "keyphrase+centroid"
         if namer is not None:
             named = namer([texts[i] for i in clusters[cid]["reps"]])
             if named:
@@ -223,7 +244,7 @@ def run(
     seed: int = 0,
     n_init: int = 3,
     sample_size: int = 5000,
-    labeler: str = "ctfidf",
+    labeler: str = "keyphrase",
     label_model: str | None = None,
     ollama_host: str | None = None,
     progress: bool = True,
@@ -245,7 +266,14 @@ def run(
         embedder, tbl, dims = _load(con, run_id, embedder, dimensions)
 
     namer = _OllamaNamer(label_model, ollama_host, seed) if labeler == "ollama" else None
-    method = f"ollama:{label_model}" if labeler == "ollama" else "ctfidf+medoid"
+    method = f"ollama:{label_model}" if labeler == "ollama" else None
+    warnings: list[str] = []
+    encode = None
+    if labeler in ("keyphrase", "ollama"):  # ollama's fallback names are keyphrases too
+        encode, why = _phrase_encoder(embedder)
+        if why:
+            warnings.append(f"Cluster names ranked by c-TF-IDF alone: the embedder {embedder!r} could not be "
+                            f"loaded to rank keyphrases against the centroids ({why}).")
     all_dims = tbl.column("dimension").to_numpy(zero_copy_only=False)
     hyp = np.asarray(tbl.column("hypothesis_id").to_pylist(), dtype=object)
     ex = tbl.column("example_id").to_numpy(zero_copy_only=False)
@@ -269,7 +297,7 @@ def run(
         with tqdm(desc=f"cluster {dim}", unit="k", disable=None if progress else True) as bar:
             out = cluster_dimension(
                 X, texts, k_min=k_min, k_max=k_max, min_size=min_size, seed=seed, n_init=n_init,
-                sample_size=sample_size, namer=namer, progress=bar.update,
+                sample_size=sample_size, namer=namer, encode=encode, progress=bar.update,
             )
         choice = out["choice"]
         cl = out["clusters"]
@@ -316,14 +344,14 @@ def run(
             dimension=dim, n=n, k_tried=out["k_tried"], k=choice.k,
             silhouette=choice.scores.get(choice.k), clusters=len([c for c in ids if c >= 0]),
             noise=out["noise"], names={c: cl[c]["name"] for c in ids if c >= 0}, notes=out["notes"],
+            examples={c: texts[cl[c]["medoid"]] for c in ids if c >= 0},
         ))
 
-    warnings = []
     if namer is not None and namer.failed:
         warnings.append(
             f"Ollama labeler unavailable at {namer.host} with model {label_model!r} ({namer.failed}); "
-            f"clusters after that were named by c-TF-IDF + medoid instead. Start it with `ollama serve` "
-            f"and `ollama pull {label_model}`, or use --labeler ctfidf."
+            f"clusters after that were named by keyphrases (c-TF-IDF) instead. Start it with `ollama serve` "
+            f"and `ollama pull {label_model}`, or use --labeler keyphrase."
         )
 
     with warehouse.transaction() as con:

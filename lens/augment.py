@@ -2,7 +2,8 @@
 
 ``lens train --augment-from RUN`` and ``lens experiment --from RUN`` read RUN's top
 recommendations (the ``recommendations`` view), and map each cluster's words to one
-augmentation by the rules below (first match wins per cluster; each kind is used once):
+augmentation by the rules below (the match earliest in the cluster's name wins, else the
+earliest in its typical answer; each kind is used once):
 
 ==========================  ============================================================
 words in the fix cluster     augmentation (per image, on whole batches; torchvision's
@@ -84,17 +85,27 @@ def plan(clusters: Sequence[dict[str, Any]], *, top: int = 3) -> tuple[list[Augm
     skipped: list[str] = []
     used: set[str] = set()
     for c in list(clusters)[:top]:
-        words = f"{c.get('name') or ''} {c.get('text') or ''}"
         label = f"cluster {c.get('cluster_id')} ({c.get('name')!r}, {c.get('size', '?')} failures)"
-        for kind, pattern, params in RULES:
-            m = pattern.search(words)
-            if m and kind not in used:
-                used.add(kind)
-                specs.append(AugmentSpec(kind, dict(params), f"{label} mentions {m.group(0)!r}", dict(c)))
-                break
-        else:
+        hit = _first_rule(c, used)
+        if hit is None:
             skipped.append(f"{label}: no augmentation matches its words (relabelling or data collection?)")
+            continue
+        kind, word, params = hit
+        used.add(kind)
+        specs.append(AugmentSpec(kind, dict(params), f"{label} mentions {word!r}", dict(c)))
     return specs, skipped
+
+
+def _first_rule(cluster: dict[str, Any], used: set[str]) -> tuple[str, str, dict[str, Any]] | None:
+    """(kind, matched word, params) of the unused rule matching earliest in the cluster's name, else
+    earliest in its text ("random crops, ..." is a crop even when its answer says "erasing and crops")."""
+    for words in (cluster.get("name") or "", cluster.get("text") or ""):
+        hits = [(m.start(), kind, m.group(0), params) for kind, pattern, params in RULES
+                if kind not in used and (m := pattern.search(words))]
+        if hits:
+            _, kind, word, params = min(hits, key=lambda h: h[0])
+            return kind, word, params
+    return None
 
 
 def build(specs: Sequence[AugmentSpec], image_size: int, *, generator=None) -> Callable | None:
@@ -306,7 +317,7 @@ def recommended_fixes(con, run_id: str, *, top: int = 3) -> list[dict[str, Any]]
 
 #: words of a fix cluster that ask for more data of some classes (when no augmentation matched)
 DATA_RULE = re.compile(
-    r"collect|gather|more (?:[\w-]+ ){0,3}(?:images|examples|photos|pictures|data|samples)|"
+    r"collect|gather|more (?:[\w\[\]/-]+ ){0,3}(?:images|examples|photos|pictures|data|samples)|"
     r"under-?represent|oversampl|rebalanc|class balance", re.I)
 #: the share of a data arm's training positions that its classes take over from the others
 OVERSAMPLE_SHARE = 0.5
@@ -316,7 +327,8 @@ OVERSAMPLE_SHARE = 0.5
 class ArmPlan:
     """One arm of an experiment: the change it makes, and the recommendation it tests.
 
-    ``kind`` is an augmentation kind (:data:`KINDS`) or ``'oversample'`` (a data change:
+    ``arm`` names it (the augmentation kind, or ``oversample_<class ids>``); ``kind`` is an
+    augmentation kind (:data:`KINDS`) or ``'oversample'`` (a data change:
     the training subset with more of the cluster's true classes, same size and order; the
     stand-in Lens can run for "collect more images of X").
     """
@@ -337,7 +349,7 @@ class ArmPlan:
 def plan_arms(clusters: Sequence[dict[str, Any]], *, top: int = 3) -> tuple[list[ArmPlan], list[str]]:
     """One arm per recommended fix cluster among the ``top``, best first.
 
-    Each cluster gets the first augmentation rule its words match that no earlier arm uses (as
+    Each cluster gets the augmentation rule its words match first that no earlier arm uses (as
     :func:`plan`); otherwise, when its words ask for more data (:data:`DATA_RULE`) and it names
     ``classes`` (the true classes of its failures), an ``oversample`` arm for them; otherwise it
     is skipped (relabelling and other changes need people), with the reason.
@@ -349,22 +361,22 @@ def plan_arms(clusters: Sequence[dict[str, Any]], *, top: int = 3) -> tuple[list
         words = f"{c.get('name') or ''} {c.get('text') or ''}"
         label = f"cluster {c.get('cluster_id')} ({c.get('name')!r}, {c.get('size', '?')} failures)"
         chosen = None
-        for kind, pattern, params in RULES:
-            m = pattern.search(words)
-            if m and kind not in used:
-                chosen = ArmPlan(kind, kind, dict(params), f"{label} mentions {m.group(0)!r}", dict(c))
-                break
+        hit = _first_rule(c, used)
+        if hit is not None:
+            kind, word, params = hit
+            chosen = ArmPlan(kind, kind, dict(params), f"{label} mentions {word!r}", dict(c))
         if chosen is None:
             m = DATA_RULE.search(words)
             classes = list(c.get("classes") or [])
-            if m and classes and "oversample" not in used:
-                chosen = ArmPlan("oversample", "oversample", {"classes": classes, "share": OVERSAMPLE_SHARE},
+            arm = "oversample_" + "_".join(str(k) for k in classes)
+            if m and classes and arm not in used:
+                chosen = ArmPlan(arm, "oversample", {"classes": classes, "share": OVERSAMPLE_SHARE},
                                  f"{label} mentions {m.group(0)!r}", dict(c))
         if chosen is None:
             skipped.append(f"{label}: no automatic change matches its words (relabelling needs people: "
                            f"review it in `lens serve`)")
             continue
-        used.add(chosen.kind)
+        used.add(chosen.arm)
         arms.append(chosen)
     return arms, skipped
 

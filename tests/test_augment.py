@@ -91,3 +91,37 @@ def test_transform_costs_little_next_to_a_training_step():
     for _ in range(3):
         transform(batch)
     assert (time.perf_counter() - t0) / 3 < 0.2
+
+
+def test_the_clusters_name_decides_before_its_answer():
+    cluster = {"cluster_id": 2, "name": "random crops, surroundings that drive",
+               "text": "Random erasing and random crops, so the model relies on the object"}
+    specs, _ = augment.plan([cluster])
+    assert [s.kind for s in specs] == ["random_resized_crop"] and "'crop'" in specs[0].reason
+
+
+def test_experiment_arms_one_per_recommendation_with_data_changes():
+    clusters = [
+        {"cluster_id": 0, "name": "colour", "text": "Colour jitter so the background stops deciding", "rank": 1},
+        {"cluster_id": 1, "name": "hard examples", "text": "More [CLASS] training images like this one",
+         "classes": [3, 5], "rank": 2},
+        {"cluster_id": 2, "name": "relabel", "text": "Relabel the doubtful examples", "classes": [1], "rank": 3},
+        {"cluster_id": 3, "name": "colour again", "text": "More colour jitter", "rank": 4},
+    ]
+    arms, skipped = augment.plan_arms(clusters, top=3)
+    assert [(a.arm, a.cluster["cluster_id"]) for a in arms] == [("colour_jitter", 0), ("oversample_3_5", 1)]
+    assert arms[1].params["classes"] == [3, 5] and arms[1].augment_spec() is None
+    assert arms[0].augment_spec().kind == "colour_jitter"
+    assert len(skipped) == 1 and "cluster 2" in skipped[0] and "relabel" in skipped[0].lower()
+
+
+def test_oversample_keeps_the_budget_and_adds_the_classes():
+    import numpy as np
+
+    labels = np.repeat(np.arange(4), 25)  # 100 examples, 25 per class
+    idx = augment.oversample_index(labels, [1], share=0.5, seed=0)
+    assert len(idx) == len(labels) and idx.dtype == np.int64
+    counts = np.bincount(labels[idx], minlength=4)
+    assert counts[1] == 25 + 12 and counts.sum() == 100
+    assert np.array_equal(idx, augment.oversample_index(labels, [1], share=0.5, seed=0))  # seeded
+    assert (idx[labels == 1] == np.flatnonzero(labels == 1)).all()  # the class's own examples all stay

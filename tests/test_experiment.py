@@ -80,15 +80,17 @@ def one_torch_thread():
 FIX_CLUSTERS = {
     0: ("background colour", "Colour jitter: the background colour, not the bar, decides the class."),
     1: ("occluded bars", "Random erasing, so partly hidden bars are still recognised."),
+    2: ("more examples", "Collect more training images of this class."),
 }
 
 
 def seed_fix_clusters(wh: Warehouse, run_id: str) -> dict[int, list[int]]:
-    """Fix clusters over the run's failures: even failures in cluster 0 (colour), odd in 1 (erasing)."""
+    """Fix clusters over the run's failures: even ones in cluster 0 (colour), odd ones in 1 (erasing)
+    and 2 (more data), alternately."""
     with wh.transaction() as con:
         ids = [r[0] for r in con.execute(
             "select example_id from failures where run_id = ? order by example_id", [run_id]).fetchall()]
-        members = {0: ids[0::2], 1: ids[1::2]}
+        members = {0: ids[0::2], 1: ids[1::4], 2: ids[3::4]}
         hyp, dims, mem, clusters = [], [], [], []
         for c, (name, text) in FIX_CLUSTERS.items():
             hids = [stable_id(run_id, e, "planted") for e in members[c]]
@@ -131,11 +133,11 @@ def copy_warehouse(base, dest: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def experiment(base, tmp_path_factory):
-    """`lens experiment --from base --top 2 --epochs 1 --seeds 2` on a copy of the base warehouse."""
+    """`lens experiment --from base --top 3 --epochs 1 --seeds 2` on a copy of the base warehouse."""
     path = copy_warehouse(base, tmp_path_factory.mktemp("exp"))
     with Warehouse(path).connect() as con:
         before = con.execute("select cluster_id, effect from recommendations where run_id = 'base'").fetchall()
-    out = lens(path, "experiment", "--from", "base", "--top", "2", "--epochs", "1", "--seeds", "2")
+    out = lens(path, "experiment", "--from", "base", "--top", "3", "--epochs", "1", "--seeds", "2")
     return {"path": path, "wh": Warehouse(path), "output": out, "before": before}
 
 
@@ -147,6 +149,8 @@ def test_planted_colour_jitter_beats_the_control_and_erasing_does_not(experiment
     colour, erasing = by[("colour_jitter", "overall")], by[("random_erasing", "overall")]
     assert colour.verdict == "beats control" and colour.delta_lower > 0 and min(colour.seed_deltas) > 0
     assert erasing.verdict != "beats control"
+    oversample = [r for (arm, scope), r in by.items() if arm.startswith("oversample_") and scope == "overall"]
+    assert len(oversample) == 1 and oversample[0].verdict != "beats control"  # more of the same shortcut
     assert by[("colour_jitter", "cluster")].verdict == "beats control"
     assert by[("random_erasing", "cluster")].verdict != "beats control"
     out = experiment["output"]
@@ -158,23 +162,27 @@ def test_recommendations_rank_by_measured_lift(experiment):
     recs = experiment["wh"].query(
         "select rank, cluster_id, effect, lift, lift_lower, cluster_lift from recommendations "
         "where run_id = 'base' order by rank")
-    assert recs.cluster_id.tolist() == [0, 1]
+    assert recs.cluster_id[0] == 0 and sorted(recs.cluster_id) == [0, 1, 2]
     assert recs.effect[0] == "beats control" and recs.lift_lower[0] > 0 and recs.cluster_lift[0] > 0
-    assert recs.effect[1] in ("no clear effect", "worse than control")
+    assert set(recs.effect[1:]) <= {"no clear effect", "worse than control"}
 
 
 def test_arms_share_seed_checkpoint_and_data_order(experiment):
     arms = experiment["wh"].query("select a.run_id, a.arm, a.seed, a.batches_sha256, a.checkpoint_sha256, r.config, "
                                   "r.parent_run_id from experiment_arms a join runs r using (run_id) order by seed, arm")
-    assert len(arms) == 6 and set(arms.arm) == {"control", "colour_jitter", "random_erasing"}
+    assert len(arms) == 8 and set(arms.arm) - {"control", "colour_jitter", "random_erasing"} in (
+        {"oversample_0"}, {"oversample_1"})
     assert (arms.parent_run_id == "base").all() and arms.checkpoint_sha256.nunique() == 1
     configs = [json.loads(c) for c in arms.config]
     for key in ("batch_size", "head_lr", "backbone_lr", "epochs", "limit_train", "limit_test"):
         assert len({json.dumps(c[key]) for c in configs}) == 1, key
     for seed, group in arms.groupby("seed"):
-        # the same images in the same order before each arm's augmentation, and the same shuffle
-        assert group.batches_sha256.nunique() == 1, group
+        # the same shuffle for every arm; the same images in it before each augmentation (the
+        # data arm swaps some positions' examples for its classes')
         assert len({json.loads(c)["order_sha256"] for c in group.config}) == 1
+        augmented = group[~group.arm.str.startswith("oversample")]
+        assert augmented.batches_sha256.nunique() == 1, group
+        assert group.batches_sha256.nunique() == 2
     assert arms.groupby("seed").batches_sha256.first().nunique() == 2  # seeds differ
     with experiment["wh"].connect() as con:
         same_examples = con.execute(
@@ -182,7 +190,7 @@ def test_arms_share_seed_checkpoint_and_data_order(experiment):
         ).fetchone()
         base_n = con.execute("select count(*) from prediction_rows where run_id = 'base'").fetchone()[0]
         check_contracts(con, require_rows=("experiments", "experiment_arms", "recommendation_effects"))
-    assert same_examples == (6, 6 * base_n)
+    assert same_examples == (8, 8 * base_n)
 
 
 def test_effects_match_an_independent_computation(experiment, base):

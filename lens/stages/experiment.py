@@ -142,7 +142,8 @@ def _parent(con, run_id: str) -> dict[str, Any]:
 
 
 def _fix_classes(con, run_id: str) -> dict[int, list[int]]:
-    """Per fix cluster: the true classes holding at least CLASS_SHARE of its failures, most first."""
+    """Per fix cluster: the true classes holding at least CLASS_SHARE of its failures, most first
+    (never all of the run's classes)."""
     rows = con.execute(
         "select m.cluster_id, f.label, count(*) as n from cluster_members m join failures f "
         "on f.run_id = m.run_id and f.example_id = m.example_id where m.run_id = ? and m.dimension = 'fix' "
@@ -150,11 +151,13 @@ def _fix_classes(con, run_id: str) -> dict[int, list[int]]:
     totals: dict[int, int] = {}
     for c, _, n in rows:
         totals[c] = totals.get(c, 0) + n
+    n_classes = con.execute("select count(*) from classes where run_id = ?", [run_id]).fetchone()[0]
     out: dict[int, list[int]] = {}
     for c, label, n in rows:
         if not out.get(c) or n >= CLASS_SHARE * totals[c]:
             out.setdefault(c, []).append(int(label))
-    return out
+    # more of every class is no change at all: keep the most frequent one then
+    return {c: (v[:1] if len(v) >= n_classes else v) for c, v in out.items()}
 
 
 def plan(con, parent: str, *, top: int) -> tuple[list[augment.ArmPlan], list[str]]:

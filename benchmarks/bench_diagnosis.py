@@ -98,18 +98,25 @@ def pr_at(truth: np.ndarray, hit: np.ndarray) -> tuple[float, float]:
 # -- fitting ------------------------------------------------------------------------------------------
 
 
-def _fit(models: dict, sigs: list[dict], truths: list[np.ndarray], C: float = 1.0) -> dict:
+def _fit(models: dict, sigs: list[dict], truths: list[np.ndarray], C: float = 1.0,
+         fixed: dict[str, float] | None = None) -> dict:
+    """Logistic regression per model on its signals; ``fixed`` coefficients are not fitted: the
+    others are, and the intercept absorbs the fixed terms' mean."""
     from sklearn.linear_model import LogisticRegression
 
+    fixed = fixed or {}
     out = {}
     for name, coef in models.items():
         keys = [k for k in coef if k != "intercept"]
+        free = [k for k in keys if k not in fixed]
         X = np.concatenate([np.column_stack([s[k] for k in keys]) for s in sigs])
         t = np.concatenate(truths)
         ok = np.isfinite(X).all(axis=1)
-        lr = LogisticRegression(C=C, max_iter=5000).fit(X[ok], t[ok])
-        out[name] = {"intercept": round(float(lr.intercept_[0]), 4),
-                     **{k: round(float(c), 4) for k, c in zip(keys, lr.coef_[0])}}
+        lr = LogisticRegression(C=C, max_iter=5000).fit(X[ok][:, [keys.index(k) for k in free]], t[ok])
+        shift = sum(w * X[ok][:, keys.index(k)].mean() for k, w in fixed.items() if k in keys)
+        out[name] = {"intercept": round(float(lr.intercept_[0] - shift), 4),
+                     **{k: round(float(fixed[k]) if k in fixed else float(lr.coef_[0][free.index(k)]), 4)
+                        for k in keys}}
     return out
 
 
@@ -120,12 +127,13 @@ def fit(folds: dict, refs: dict) -> None:
     from lens import diagnosis
 
     sig = {f: signals(folds[f]) for f in FOLDS}
+    fixed = {"entropy": diagnosis.AMBIGUITY_ENTROPY_WEIGHT}  # a prior, not fitted (see lens/diagnosis.py)
     truth = {f: {k: v[sig[f][2]] for k, v in refs[f].items()} for f in FOLDS}
     print("\n== cross-fold (fit on one fold, score the other)")
     cross_le, cross_am = {}, {}
     for a, b in ((FOLDS[0], FOLDS[1]), (FOLDS[1], FOLDS[0])):
         le_models = _fit(diagnosis.LABEL_ERROR_MODELS, [sig[a][0]], [truth[a]["flip"]])
-        am_models = _fit(diagnosis.AMBIGUITY_MODELS, [sig[a][1]], [truth[a]["disagree"]])
+        am_models = _fit(diagnosis.AMBIGUITY_MODELS, [sig[a][1]], [truth[a]["disagree"]], fixed=fixed)
         cross_le[b] = diagnosis._apply(le_models, sig[b][0], int(sig[b][2].sum()))[0]
         cross_am[b] = diagnosis._apply(am_models, sig[b][1], int(sig[b][2].sum()))[0]
         print(f"fit {a} -> {b}: planted-flip AP {average_precision_score(truth[b]['flip'], cross_le[b]):.3f} "
@@ -133,7 +141,8 @@ def fit(folds: dict, refs: dict) -> None:
               f"disagreement AUROC {roc_auc_score(truth[b]['disagree'], cross_am[b]):.3f} "
               f"(entropy alone {roc_auc_score(truth[b]['disagree'], sig[b][1]['entropy']):.3f})")
     le_models = _fit(diagnosis.LABEL_ERROR_MODELS, [sig[f][0] for f in FOLDS], [truth[f]["flip"] for f in FOLDS])
-    am_models = _fit(diagnosis.AMBIGUITY_MODELS, [sig[f][1] for f in FOLDS], [truth[f]["disagree"] for f in FOLDS])
+    am_models = _fit(diagnosis.AMBIGUITY_MODELS, [sig[f][1] for f in FOLDS], [truth[f]["disagree"] for f in FOLDS],
+                     fixed=fixed)
     le = np.concatenate([diagnosis._apply(le_models, sig[f][0], int(sig[f][2].sum()))[0] for f in FOLDS])
     am = np.concatenate([diagnosis._apply(am_models, sig[f][1], int(sig[f][2].sum()))[0] for f in FOLDS])
     flip = np.concatenate([truth[f]["flip"] for f in FOLDS])

@@ -35,11 +35,14 @@ class LensGroup(click.Group):
     default=DEFAULT_PATH,
     show_default=True,
     type=click.Path(dir_okay=False),
-    help=f"DuckDB warehouse file (created on first use). Env: {ENV_PATH}.",
+    help=f"DuckDB warehouse file (created on first use), or ducklake:<catalog> for a team's lake "
+    f"(ducklake:postgres:dbname=lens host=HOST user=USER). Env: {ENV_PATH}.",
 )
+@click.option("--lake-data", envvar="LENS_LAKE_DATA", default=None, metavar="DIR",
+              help="Where a ducklake: warehouse keeps its Parquet files (needed to create it). Env: LENS_LAKE_DATA.")
 @click.version_option(__version__, prog_name="lens")
 @click.pass_context
-def cli(ctx: click.Context, warehouse_path: str) -> None:
+def cli(ctx: click.Context, warehouse_path: str, lake_data: str | None) -> None:
     """Lens: structured error analysis for ML classifiers.
 
     Train or import a classifier, collect its failures, ask a vision-language model
@@ -51,7 +54,9 @@ def cli(ctx: click.Context, warehouse_path: str) -> None:
       lens demo                       # CIFAR-10 end to end, then the dashboard
       lens sql "select * from class_metrics"
     """
-    ctx.obj = Warehouse(warehouse_path)
+    ctx.obj = Warehouse(warehouse_path, lake_data=lake_data)
+    if ctx.obj.lake is not None and not {"-h", "--help"} & set(ctx.args):
+        ctx.obj.check()  # a lake that cannot be opened or written ends here, before any work
 
 
 def _register() -> None:

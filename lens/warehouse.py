@@ -17,6 +17,11 @@ Usage::
 Migrations (``sql/migrations/NNN_name.sql``) are applied once each, in order, and
 recorded in ``lens_migrations``; views (``sql/views/*.sql``) are re-created whenever
 their files change.
+
+A team warehouse is a DuckLake (``Warehouse("ducklake:postgres:dbname=lens host=...",
+lake_data="/mnt/lake")``, see :mod:`lens.lake`): the same API, tables and views; there
+``transaction()`` replays a commit that conflicted with another writer's (with backoff),
+and migrations take turns across processes.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import re
 import threading
 import time
@@ -35,6 +41,7 @@ from typing import Any
 
 import duckdb
 
+from lens import lake
 from lens.errors import LensError, WarehouseLockedError
 from lens.resources import data_dir
 
@@ -62,6 +69,13 @@ _migrate_lock = threading.Lock()
 # DuckDB's per-process instance cache races when threads open and close the same file at
 # once ("Unique file handle conflict"): open and close connections one at a time.
 _open_close_lock = threading.Lock()
+# one DuckDB instance per lake and process, the lake attached once; connections are cursors on it
+_lake_roots: dict[str, duckdb.DuckDBPyConnection] = {}
+_lake_lock = threading.Lock()
+
+
+class WriteConflictError(LensError):
+    """A DuckLake commit kept conflicting with other writers', or what it read changed under it."""
 
 
 def utcnow() -> datetime:
@@ -100,22 +114,32 @@ def _is_disk_full(exc: Exception) -> bool:
 
 
 class Warehouse:
-    """A Lens warehouse: one DuckDB file plus an ``artifacts/`` folder beside it.
+    """A Lens warehouse: one DuckDB file plus an ``artifacts/`` folder beside it, or a DuckLake.
 
     Parameters
     ----------
-    path : str or Path, optional
+    path : str or Path or LakeLocation, optional
         The DuckDB file. Default: ``$LENS_WAREHOUSE`` or ``warehouse/lens.duckdb``.
         ``":memory:"`` gives a private in-memory warehouse (tests), kept open for the
-        object's lifetime.
+        object's lifetime. ``"ducklake:<catalog>"`` is a DuckLake (:mod:`lens.lake`); then
+        ``path`` is a :class:`lens.lake.LakeLocation` whose ``parent`` is the data folder.
     lock_timeout : float, optional
-        Seconds to keep retrying while another process holds the file.
+        Seconds to keep retrying while another process holds the file (for a lake: while
+        commits conflict).
+    lake_data : str or Path, optional
+        A lake's data folder (default ``$LENS_LAKE_DATA``); needed to create a lake.
     """
 
-    def __init__(self, path: str | os.PathLike | None = None, *, lock_timeout: float | None = None):
+    def __init__(self, path: str | os.PathLike | lake.LakeLocation | None = None, *,
+                 lock_timeout: float | None = None, lake_data: str | os.PathLike | None = None):
         raw = path if path is not None else os.environ.get(ENV_PATH) or DEFAULT_PATH
         self.memory = str(raw) == ":memory:"
-        self.path = Path(raw) if not self.memory else Path(":memory:")
+        self.lake: lake.LakeLocation | None = None
+        if isinstance(raw, lake.LakeLocation):
+            self.lake = raw
+        elif lake.is_lake(raw):
+            self.lake = lake.LakeLocation(str(raw), lake_data or os.environ.get(lake.ENV_LAKE_DATA))
+        self.path = self.lake if self.lake is not None else Path(raw) if not self.memory else Path(":memory:")
         if lock_timeout is None:
             lock_timeout = float(os.environ.get(ENV_LOCK_TIMEOUT, DEFAULT_LOCK_TIMEOUT))
         self.lock_timeout = lock_timeout
@@ -126,7 +150,24 @@ class Warehouse:
 
     # -- connections -------------------------------------------------------------------
 
+    def _open_lake(self, read_only: bool, sandbox: bool) -> duckdb.DuckDBPyConnection:
+        assert self.lake is not None
+        if sandbox:  # its own instance: the settings that lock it down are per instance
+            if self.lake.key not in _migrated:
+                with self.connect():  # create the schema first, as for a new file
+                    pass
+            return lake.attach(self.lake, read_only=True, sandbox=True)
+        with _lake_lock:
+            root = _lake_roots.get(self.lake.key)
+            if root is None:
+                root = _lake_roots[self.lake.key] = lake.attach(self.lake)
+            con = root.cursor()
+        con.execute("use lens_lake")
+        return con
+
     def _open(self, read_only: bool, sandbox: bool = False) -> duckdb.DuckDBPyConnection:
+        if self.lake is not None:
+            return self._open_lake(read_only, sandbox)
         if self.memory:
             if self._memory_con is None:
                 self._memory_con = duckdb.connect(":memory:")
@@ -168,12 +209,12 @@ class Warehouse:
             raise ValueError("a sandboxed connection is read-only")
         con = self._open(read_only, sandbox)
         try:
-            if not read_only and not self.memory:
-                key = str(self.path.resolve())
+            if (not read_only or self.lake is not None) and not sandbox and not self.memory:
+                key = self.lake.key if self.lake is not None else str(self.path.resolve())
                 if key not in _migrated:
                     with _migrate_lock:
                         if key not in _migrated:
-                            migrate(con)
+                            migrate(con, conflict_timeout=max(self.lock_timeout, 30.0))
                             _migrated.add(key)
             yield con
         except duckdb.Error as exc:
@@ -190,15 +231,36 @@ class Warehouse:
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A writable connection inside ``BEGIN ... COMMIT``; rolled back on any exception."""
+        """A writable connection inside ``BEGIN ... COMMIT``; rolled back on any exception.
+
+        On a lake the connection is a :class:`ReplayingConnection`: when the commit conflicts
+        with another writer's, the statements are replayed in a new transaction on the newest
+        snapshot (backoff 50 ms doubling to 2 s, with jitter, for ``lock_timeout`` seconds),
+        provided every read made inside the transaction still gives the same rows; otherwise
+        (or when time runs out) :class:`WriteConflictError`, with nothing stored.
+        """
         with self.connect() as con:
+            rec = ReplayingConnection(con) if self.lake is not None else con
             con.execute("begin transaction")
             try:
-                yield con
+                yield rec
             except BaseException:
                 con.execute("rollback")
                 raise
-            con.execute("commit")
+            if self.lake is None:
+                con.execute("commit")
+            else:
+                _commit_replaying(con, rec, timeout=self.lock_timeout, where=str(self.path))
+
+    def check(self) -> None:
+        """Open the warehouse once (creating and migrating it if needed): a lake's catalog, its
+        PostgreSQL and its data folder are checked here, each failure one LensError line."""
+        with self.connect():
+            pass
+
+    def describe(self) -> str:
+        """One line naming the warehouse (passwords hidden)."""
+        return str(self.path)
 
     def artifact_dir(self, run_id: str) -> Path:
         """Folder for a run's files (model checkpoint), beside the DuckDB file."""
@@ -253,6 +315,140 @@ class Warehouse:
             return [r[0] for r in con.execute("select run_id from runs order by created_at").fetchall()]
 
 
+# -- DuckLake: replaying a conflicting commit -------------------------------------------------
+
+_WRITE_WORDS = re.compile(r"\b(insert|update|delete|create|drop|alter|copy|attach|detach|set|call|checkpoint)\b",
+                          re.IGNORECASE)
+_READ_START = re.compile(r"^\s*\(*\s*(select|with|from|values|table|show|describe|summarize|explain)\b",
+                         re.IGNORECASE)
+#: DuckLake conflicts per write before giving up (besides the time limit)
+MAX_REPLAYS = 50
+#: counts in this process: commits refused by DuckLake and replays that then committed (for tests/benchmarks)
+replay_stats = {"conflicts": 0, "replayed": 0}
+
+
+def _is_read(sql: str) -> bool:
+    """A statement that changes nothing (its rows are checked on replay); anything doubtful is a write."""
+    text = re.sub(r"--[^\n]*", " ", sql)
+    return bool(_READ_START.match(text)) and not _WRITE_WORDS.search(text)
+
+
+def _rows_digest(rows: list) -> str:
+    return hashlib.sha256(repr(rows).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class _StaleRead(Exception):
+    pass
+
+
+class ReplayingConnection:
+    """A lake connection inside :meth:`Warehouse.transaction` that records what it does.
+
+    Writes (``execute``/``executemany``/``sql`` of anything but a read, ``register``/
+    ``unregister`` of Arrow data) are logged; reads are run once more to keep a digest of
+    their rows. When DuckLake refuses the commit (another writer changed the same table
+    first), :func:`_commit_replaying` starts a new transaction on the newest snapshot, runs
+    every read again and compares its rows, and replays the writes: the same result as
+    running the code again, as long as what it read is unchanged. Everything else is passed
+    to the DuckDB connection.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self._con = con
+        self._log: list[tuple[str, Any, Any, str | None]] = []
+
+    def execute(self, query: str, parameters: Any = None):
+        if _is_read(query):
+            rows = self._con.execute(query, parameters).fetchall()
+            self._log.append(("read", query, parameters, _rows_digest(rows)))
+        else:
+            self._log.append(("write", query, parameters, None))
+        return self._con.execute(query, parameters)
+
+    def executemany(self, query: str, parameters: Any = None):
+        self._log.append(("many", query, parameters, None))
+        return self._con.executemany(query, parameters)
+
+    def sql(self, query: str, *args: Any, **kwargs: Any):
+        if _is_read(query):
+            self._log.append(("read", query, None, _rows_digest(self._con.execute(query).fetchall())))
+        else:
+            self._log.append(("write", query, None, None))
+        return self._con.sql(query, *args, **kwargs)
+
+    def register(self, name: str, data: Any):
+        self._log.append(("register", name, data, None))
+        return self._con.register(name, data)
+
+    def unregister(self, name: str):
+        self._log.append(("unregister", name, None, None))
+        return self._con.unregister(name)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._con, name)
+
+    def replay(self) -> None:
+        con = self._con
+        for kind, query, params, digest in self._log:
+            if kind == "read":
+                if _rows_digest(con.execute(query, params).fetchall()) != digest:
+                    raise _StaleRead(query)
+            elif kind == "write":
+                con.execute(query, params)
+            elif kind == "many":
+                con.executemany(query, params)
+            elif kind == "register":
+                con.register(query, params)
+            else:
+                con.unregister(query)
+
+
+def _rollback_quietly(con: duckdb.DuckDBPyConnection) -> None:
+    try:
+        con.execute("rollback")
+    except duckdb.Error:
+        pass  # a refused commit already ended the transaction
+
+
+def _commit_replaying(con: duckdb.DuckDBPyConnection, rec: ReplayingConnection, *, timeout: float,
+                      where: str) -> None:
+    """COMMIT; on a DuckLake conflict, back off and replay ``rec`` in a new transaction."""
+    deadline = time.monotonic() + timeout
+    delay, attempts = 0.05, 0
+    while True:
+        try:
+            con.execute("commit")
+            replay_stats["replayed"] += attempts > 0
+            return
+        except duckdb.Error as exc:
+            if not lake.is_conflict(exc):
+                raise
+            last = exc
+        _rollback_quietly(con)
+        attempts += 1
+        replay_stats["conflicts"] += 1
+        if time.monotonic() >= deadline or attempts > MAX_REPLAYS:
+            raise WriteConflictError(
+                f"The lake {where} kept refusing this write: {attempts} commits conflicted with other "
+                f"writers' in {timeout:.0f}s ({' '.join(str(last).split())[:200]}). Nothing of it was stored; "
+                f"run the command again (or raise {ENV_LOCK_TIMEOUT} to keep trying longer)."
+            ) from last
+        time.sleep(delay * random.uniform(0.5, 1.5))
+        delay = min(delay * 2, 2.0)
+        con.execute("begin transaction")
+        try:
+            rec.replay()
+        except _StaleRead as stale:
+            _rollback_quietly(con)
+            raise WriteConflictError(
+                f"Another writer changed rows this write had read in the lake {where} (while it committed), "
+                f"so it was not replayed and nothing of it was stored: run the command again."
+            ) from stale
+        except BaseException:
+            _rollback_quietly(con)
+            raise
+
+
 def safe_name(name: str) -> str:
     """A filesystem-safe form of a run name."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
@@ -279,17 +475,38 @@ def view_files() -> list[Path]:
     return sorted(data_dir("sql").joinpath("views").glob("*.sql"))
 
 
-def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
+def migrate(con: duckdb.DuckDBPyConnection, *, conflict_timeout: float = 60.0) -> list[str]:
     """Apply pending migrations (each once, in its own transaction) and refresh views.
 
-    Returns the names of the migrations applied now.
+    Returns the names of the migrations applied now. Several processes may migrate one
+    lake at once: each migration's transaction also updates the ``schema_lock`` row of
+    ``lens_meta``, so two of them always conflict in DuckLake and one rolls back; that one
+    backs off, re-reads ``lens_migrations`` and goes on with what is still missing.
     """
+    deadline = time.monotonic() + conflict_timeout
+    delay = 0.05
+    applied: list[str] = []
+    while True:
+        try:
+            applied += _migrate_once(con)
+            return applied
+        except duckdb.Error as exc:
+            if not lake.is_conflict(exc) or time.monotonic() >= deadline:
+                raise
+            _rollback_quietly(con)
+            time.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, 1.0)
+
+
+def _migrate_once(con: duckdb.DuckDBPyConnection) -> list[str]:
     con.execute(
         "create table if not exists lens_migrations ("
         " version integer not null, name varchar not null, sha256 varchar not null,"
         " applied_at timestamp not null)"
     )
     con.execute("create table if not exists lens_meta (key varchar not null, value varchar)")
+    if con.execute("select count(*) from lens_meta where key = 'schema_lock'").fetchone()[0] == 0:
+        con.execute("insert into lens_meta values ('schema_lock', '')")
     done = {r[0] for r in con.execute("select version from lens_migrations").fetchall()}
     applied = []
     for version, name, path in _migration_files():
@@ -298,6 +515,11 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
         text = path.read_text()
         con.execute("begin transaction")
         try:
+            # first: two processes applying this migration at once always conflict (see migrate)
+            con.execute("update lens_meta set value = ? where key = 'schema_lock'", [f"{version:03d}_{name}"])
+            if con.execute("select count(*) from lens_migrations where version = ?", [version]).fetchone()[0]:
+                con.execute("rollback")
+                continue
             con.execute(text)
             con.execute(
                 "insert into lens_migrations values (?, ?, ?, ?)",

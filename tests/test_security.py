@@ -240,6 +240,10 @@ ALLOWED_INTERPOLATIONS: dict[tuple[str, str], str] = {
     ("lens/warehouse.py", "_check_ident(k)"): "a column name checked by _check_ident",
     ("lens/warehouse.py", "view"): "'_lens_src_' + the thread id (an int)",
     ("lens/warehouse.py", "threading.get_ident()"): "an int",
+    ("lens/lake.py", "_literal(loc.attach_string())"): "ATTACH takes no parameters: the catalog string the user "
+                                                       "gave --warehouse, quoted as a SQL literal",
+    ("lens/lake.py", "_attach_options(loc, read_only)"): "ATTACH options: read_only and the --lake-data folder "
+                                                         "quoted as a SQL literal",
 }
 
 

@@ -431,10 +431,14 @@ class TorchvisionCIFAR10(DatasetSource):
         try:
             from torchvision.datasets import CIFAR10
 
-            ds = CIFAR10(str(self.root), train=(split == "train"), download=True)
+            from lens.models import network_timeout
+
+            with network_timeout():  # torchvision's download (progress bar), or its copy in root
+                ds = CIFAR10(str(self.root), train=(split == "train"), download=True)
         except Exception as exc:
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
             raise DataError(
-                f"Cannot download CIFAR-10 ({type(exc).__name__}: {exc}). Without internet, point --data at a "
+                f"Cannot download CIFAR-10 ({type(exc).__name__}: {first}). Without internet, point --data at a "
                 f"local copy: a folder with train.parquet/test.parquet (e.g. --data ../shared/data/cifar10) "
                 f"or an image-folder tree."
             ) from exc

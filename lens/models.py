@@ -12,6 +12,9 @@ Checkpoint format (``torch.save`` of a dict): ``state_dict``, ``arch``, ``num_cl
 from __future__ import annotations
 
 import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,14 +23,54 @@ import numpy as np
 from lens.errors import LensError
 
 ARCH = "resnet18"
+#: seconds a download (ImageNet weights, CIFAR-10) may wait on the network in one step (connect,
+#: each read) before it fails, so a blocked network gives the offline message instead of a hang
+DOWNLOAD_TIMEOUT = float(os.environ.get("LENS_DOWNLOAD_TIMEOUT") or 30)
+OFFLINE_WEIGHTS = "Without internet, pass --weights FILE (a local state dict) or train from scratch with --no-pretrained."
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (library errors can run to many lines)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+
+
+@contextmanager
+def network_timeout(seconds: float | None = None) -> Iterator[None]:
+    """Socket default timeout for the library downloads inside (urllib has none of its own)."""
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT if seconds is None else seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def imagenet_weights_available() -> tuple[bool, str | None]:
+    """Whether torchvision's ImageNet ResNet-18 weights can be had: (True, None) or (False, why).
+
+    As torchvision loads them: from the torch hub cache, else downloaded now (its progress
+    bar) into it. ``why`` is one line (the network error). ``lens run`` / ``lens demo`` ask
+    this when neither ``--pretrained`` nor ``--no-pretrained`` was given.
+    """
+    try:
+        from torchvision.models import ResNet18_Weights
+
+        with network_timeout():
+            ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=True, check_hash=True)
+    except Exception as exc:  # URLError, timeout, hash mismatch, unreadable cache file
+        return False, one_line(exc)
+    return True, None
 
 
 def build_resnet18(num_classes: int, *, pretrained: bool = False, weights: str | os.PathLike | None = None):
     """torchvision ResNet-18 with a fresh ``num_classes`` head.
 
     ``weights``: a local state-dict file (ImageNet or any ResNet-18; its ``fc`` is dropped).
-    ``pretrained``: torchvision's ImageNet weights (downloaded on first use; offline this
-    fails with a LensError that says to pass ``--weights FILE`` or ``--no-pretrained``).
+    ``pretrained``: torchvision's ImageNet weights, as torchvision loads them (its cache, else
+    downloaded with its progress bar; a network step waits at most ``DOWNLOAD_TIMEOUT``
+    seconds); a failure is a one-line LensError that says to pass ``--weights FILE`` or
+    ``--no-pretrained``.
     """
     import torch
     from torch import nn
@@ -51,11 +94,11 @@ def build_resnet18(num_classes: int, *, pretrained: bool = False, weights: str |
             raise LensError(f"{path}: not a ResNet-18 state dict (missing {missing[:3]}, unexpected {unexpected[:3]})")
     elif pretrained:
         try:
-            model = resnet18(weights=ResNet18_Weights.IMAGENET1K_V1)
+            with network_timeout():  # torchvision's download (progress bar) or its cache
+                model = resnet18(weights=ResNet18_Weights.IMAGENET1K_V1)
         except Exception as exc:
             raise LensError(
-                f"Cannot load ImageNet-pretrained ResNet-18 weights ({type(exc).__name__}: {exc}). "
-                f"Without internet, pass --weights FILE (a local state dict) or train from scratch with --no-pretrained."
+                f"Cannot load ImageNet-pretrained ResNet-18 weights ({one_line(exc)}). {OFFLINE_WEIGHTS}"
             ) from exc
     model.fc = nn.Linear(model.fc.in_features, num_classes)
     return model

@@ -222,9 +222,10 @@ def run_pipeline(
         def do_train() -> str:
             use_pretrained = pretrained
             if use_pretrained is None:
-                use_pretrained = weights is None and _imagenet_weights_cached()
+                use_pretrained, why = _imagenet_weights() if weights is None else (False, None)
                 if not use_pretrained and weights is None:
-                    echo("[train] no ImageNet weights available here: training from scratch (--no-pretrained)")
+                    echo(f"[train] no ImageNet weights ({why}): training from scratch (--no-pretrained); "
+                         f"--weights FILE starts from a local copy")
             r = train.run(
                 wh, data=cfg.data, run_id=run_id, epochs=cfg.epochs, batch_size=cfg.batch_size,
                 limit_train=cfg.limit_train, limit_test=cfg.limit_test, device=cfg.device, seed=cfg.seed,
@@ -298,15 +299,11 @@ def run_pipeline(
     return result
 
 
-def _imagenet_weights_cached() -> bool:
-    """Whether torchvision's ImageNet ResNet-18 weights are already in the torch hub cache."""
-    try:
-        import torch
-        from torchvision.models import ResNet18_Weights
-    except ImportError:  # pragma: no cover
-        return False
-    name = Path(ResNet18_Weights.IMAGENET1K_V1.url).name
-    return (Path(torch.hub.get_dir()) / "checkpoints" / name).is_file()
+def _imagenet_weights() -> tuple[bool, str | None]:
+    """Whether torchvision's ImageNet ResNet-18 weights are cached or can be downloaded now (and why not)."""
+    from lens.models import imagenet_weights_available
+
+    return imagenet_weights_available()
 
 
 def summarize(wh: Warehouse, run_id: str, *, top: int = 3) -> dict[str, Any]:

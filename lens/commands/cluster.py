@@ -8,8 +8,8 @@ import click
 @click.command()
 @click.option("--run", "run_id", default=None, help="Run name (default: the newest run).")
 @click.option("--embedder", default="all-MiniLM-L6-v2", show_default=True,
-              help="sentence-transformers model: a name (loaded offline from the bundled copy or the "
-                   "Hugging Face cache, e.g. BAAI/bge-base-en-v1.5) or a model folder.")
+              help="sentence-transformers model: a name (the bundled all-MiniLM-L6-v2 offline; any other, e.g. "
+                   "BAAI/bge-base-en-v1.5, from the Hugging Face cache or downloaded on first use) or a model folder.")
 @click.option("--dimension", "dimensions", multiple=True, help="Only these dimensions (repeatable; default: all).")
 @click.option("--backend", default=None, help="Hypothesis set: backend (default: the most recent set).")
 @click.option("--model", default=None, help="Hypothesis set: model name.")

@@ -24,7 +24,7 @@ def _pipeline_options(f):
         click.option("--device", default=None, help="auto|cpu|cuda|mps [auto]."),
         click.option("--seed", type=int, default=None, help="Seed of every stage [0]."),
         click.option("--pretrained/--no-pretrained", default=None,
-                     help="ImageNet weights (default: when available here, else from scratch)."),
+                     help="ImageNet weights (default: torchvision's, cached or downloaded; offline, from scratch)."),
         click.option("--weights", default=None, help="Local ResNet-18 state dict to start from."),
         click.option("--per-class", type=int, default=None, help="Failures sampled per true class [15]."),
         click.option("--backend", default=None, help="auto|ollama|openai|measured [auto]."),

@@ -250,3 +250,33 @@ def test_two_processes_migrating_a_new_lake_apply_each_migration_once(postgres, 
         n_tables = con.execute("select count(*) from duckdb_tables() where database_name = 'lens_lake'").fetchone()[0]
     assert rows == [(v, 1) for v, _, _ in _migration_files()]
     assert n_tables > 15
+
+
+def test_warehouse_copy_file_to_lake_and_back_keeps_every_row(postgres, tmp_path):
+    from _seed import seed_complete_run
+
+    src = Warehouse(tmp_path / "src.duckdb")
+    seed_complete_run(src, n_predictions=60, n_failures=12)
+    with src.transaction() as con:
+        con.execute("insert into verdicts select 'v1', run_id, hypothesis_id, example_id, 'fix', 'agree', 'ana',"
+                    " null, now()::timestamp, 'review' from hypotheses limit 1")
+    lake = f"ducklake:{postgres.catalog(postgres.create_db('copy'))}"
+    back = tmp_path / "back.duckdb"
+    out = _lens("warehouse", "copy", str(src.path), lake, "--dest-lake-data", str(tmp_path / "data"))
+    assert "row counts and digests match" in out
+    out = _lens("warehouse", "copy", lake, str(back))
+    assert "row counts and digests match" in out
+    with src.connect() as a, Warehouse(lake).connect() as lk, Warehouse(back).connect() as b:
+        expected = check_contracts(a)
+        assert check_contracts(lk) == expected and check_contracts(b) == expected
+        assert expected["hypotheses"] > 0 and expected["verdicts"] == 1 and expected["cluster_members"] > 0
+        for view in ("class_metrics", "confusion", "cluster_summary", "cluster_purity", "recommendations"):
+            _same(_comparable(lk, view), _comparable(a, view), view)
+            _same(_comparable(b, view), _comparable(a, view), view)
+    # into a warehouse that holds rows: refused, nothing added; from a file that does not exist: refused
+    out = _lens("warehouse", "copy", str(src.path), lake, expect=1)
+    assert "already holds rows" in out
+    with Warehouse(lake).connect() as lk:
+        assert lk.execute("select count(*) from verdicts").fetchone()[0] == 1
+    out = _lens("warehouse", "copy", str(tmp_path / "nope.duckdb"), str(tmp_path / "x.duckdb"), expect=1)
+    assert "No warehouse file" in out

@@ -50,7 +50,8 @@ def load_fold(wh, run_id: str, k: int = 10) -> dict:
         ev = con.execute("select example_id, vector from features where run_id = ? and split = 'eval'"
                          " order by example_id", [run_id]).to_arrow_table()
         evid = con.execute(
-            "select example_id, label_error_score, ambiguity_score, label_quality, entropy, brightness, edge_share,"
+            "select example_id, label_error_score, ambiguity_score, label_quality, label_issue, entropy, brightness,"
+            " edge_share,"
             " diagnosis_version from evidence where run_id = ? order by example_id", [run_id]).df()
         power = con.execute("select * from detection_power where run_id = ?", [run_id]).df()
     ids = p.column("example_id").to_numpy()
@@ -181,7 +182,7 @@ def report(folds: dict, refs: dict) -> list[dict]:
     from lens import diagnosis
 
     rows = []
-    cols = {k: [] for k in ("le", "am", "lq", "ent", "flip", "human_error", "disagree")}
+    cols = {k: [] for k in ("le", "am", "lq", "flag", "ent", "flip", "human_error", "disagree")}
     for f in FOLDS:
         fold = folds[f]
         fail = fold["pred"] != fold["labels"]
@@ -192,6 +193,7 @@ def report(folds: dict, refs: dict) -> list[dict]:
         cols["le"].append(ev["label_error_score"].to_numpy(np.float64))
         cols["am"].append(ev["ambiguity_score"].to_numpy(np.float64))
         cols["lq"].append(ev["label_quality"].to_numpy(np.float64))
+        cols["flag"].append(ev["label_issue"].fillna(False).to_numpy(bool))
         cols["ent"].append(ev["entropy"].to_numpy(np.float64))
         for k in ("flip", "human_error", "disagree"):
             cols[k].append(refs[f][k][fail])
@@ -205,10 +207,12 @@ def report(folds: dict, refs: dict) -> list[dict]:
         ap_s = average_precision_score(t, np.nan_to_num(c["le"], nan=-1))
         ap_lq = average_precision_score(t, -np.nan_to_num(c["lq"], nan=2))
         p, r = pr_at(t, ann)
+        fp, fr = pr_at(t, c["flag"])
         rows.append({"target": name, "positives among failures": int(t.sum()), "base rate": round(base, 4),
                      "label_error_score AP": round(ap_s, 3), "label quality AP (baseline)": round(ap_lq, 3),
                      "AP ratio": round(ap_s / ap_lq, 2), "tag precision": round(p, 3), "tag recall": round(r, 3),
-                     "tagged": int(ann.sum())})
+                     "tagged": int(ann.sum()), "cleanlab flag precision": round(fp, 3),
+                     "cleanlab flag recall": round(fr, 3), "flagged": int(c["flag"].sum())})
         if target == "flip":
             rows[-1]["tag recall of all planted flips"] = round(int((t & ann).sum()) / all_flips, 3)
     t = c["disagree"]

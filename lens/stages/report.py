@@ -185,17 +185,15 @@ def build(warehouse: Warehouse, run_id: str | None = None) -> tuple[str, str]:
             examples[(c["dimension"], c["cluster_id"])] = sorted(rows, key=lambda r: order.get(r["example_id"], 99))
         spotlight = _records(
             con,
-            "select d.example_id, d.text, d.summary, t.class_name as true_name, q.class_name as pred_name, "
-            "f.image_png, e.label_quality, e.label_issue, e.neighbour_pred_share, e.neighbour_true_share "
-            "from hypothesis_dimensions d join hypotheses h using (hypothesis_id) "
-            "join failures f on f.run_id = d.run_id and f.example_id = d.example_id "
-            "left join classes t on t.run_id = f.run_id and t.class_id = f.label "
-            "left join classes q on q.run_id = f.run_id and q.class_id = f.pred "
-            "left join evidence e on e.run_id = d.run_id and e.example_id = d.example_id "
-            "where d.run_id = ? and d.dimension = 'data_quality' and d.tag = 'annotation_issue' "
-            "and h.status = 'ok' order by e.label_quality nulls last limit 24",
+            "select c.rank, c.example_id, c.given_name as true_name, c.suggested_name as pred_name, "
+            "c.label_error_score, c.true_prob, c.neighbour_true_share, c.tag, c.tag_check, f.image_png, d.text, "
+            "d.summary from annotation_candidates c "
+            "join failures f on f.run_id = c.run_id and f.example_id = c.example_id "
+            "left join hypothesis_dimensions d on d.hypothesis_id = c.hypothesis_id and d.dimension = 'data_quality' "
+            "where c.run_id = ? and c.candidate order by c.rank limit 24",
             [run_id],
         )
+        power = _records(con, "select verdict, message from detection_power where run_id = ?", [run_id])
         tags = _records(con, "select tag, count(*) as n from hypothesis_dimensions where run_id = ? "
                              "and dimension = 'data_quality' and tag is not null group by tag order by n desc",
                         [run_id])
@@ -282,16 +280,22 @@ def build(warehouse: Warehouse, run_id: str | None = None) -> tuple[str, str]:
     parts.append("</section>")
     parts.append("<section id='data-quality'><h2>Data-quality candidates</h2>")
     parts.append(_table(tags, [("tag", "tag"), ("n", "answers")]) if tags else "<p>No data-quality answers.</p>")
+    if power:
+        parts.append(f"<p id='detection-power'>Detection power ({_e(power[0]['verdict'])}): "
+                     f"{_e(power[0]['message'])}</p>")
     if spotlight:
-        parts.append("<p>Failures tagged <code>annotation_issue</code>, with the measured signals:</p><div class='cards'>")
+        parts.append("<p>Annotation candidates (label-error score at or above the tag threshold), ranked by score, "
+                     "with the signals:</p><div class='cards'>")
         for r in spotlight:
-            lq = "n/a" if r["label_quality"] is None else f"{r['label_quality']:.2f}"
-            nb = "n/a" if r["neighbour_pred_share"] is None else f"{r['neighbour_pred_share']:.0%}"
+            gp = "n/a" if r["true_prob"] is None else f"{r['true_prob']:.3f}"
+            nb = "n/a" if r["neighbour_true_share"] is None else f"{r['neighbour_true_share']:.0%}"
+            check = f"; tag {_e(r['tag'])}: {_e(r['tag_check'])}" if r["tag"] else ""
             parts.append(
                 f"<div class='card'>{_img(r['image_png'], 'failure ' + str(r['example_id']))}"
-                f"<div><b>{_e(r['true_name'])} → {_e(r['pred_name'])}</b> (#{r['example_id']})</div>"
-                f"<div>label quality {_e(lq)}; label issue flag {_e(r['label_issue'])}; "
-                f"neighbours labelled as predicted {_e(nb)}</div><div>{_e(r['summary'] or r['text'])}</div></div>"
+                f"<div><b>{_e(r['true_name'])} → {_e(r['pred_name'])}</b> (#{r['example_id']}, rank {r['rank']})</div>"
+                f"<div>label-error score {r['label_error_score']:.2f}; p(given label) {_e(gp)}; "
+                f"neighbours with the given label {_e(nb)}{check}</div>"
+                f"<div>{_e(r['summary'] or r['text'] or '')}</div></div>"
             )
         parts.append("</div>")
     parts.append("</section>")

@@ -105,7 +105,7 @@ class IngestResult:
     evidence_cleared: int = 0
 
 
-def _rows(mask_or_positions, values=None) -> str:
+def _which_rows(mask_or_positions, values=None) -> str:
     pos = np.flatnonzero(mask_or_positions) if np.asarray(mask_or_positions).dtype == bool else mask_or_positions
     shown = []
     for p in list(pos)[:_SHOW]:
@@ -209,31 +209,31 @@ def _integers(values: pa.ChunkedArray | pa.Array, column: str, path: Path, what:
     """
     t = values.type
     if values.null_count:
-        raise DataError(f"{path}: {column!r} is empty at {_rows(values.is_null().to_numpy(zero_copy_only=False))}")
+        raise DataError(f"{path}: {column!r} is empty at {_which_rows(values.is_null().to_numpy(zero_copy_only=False))}")
     if pa.types.is_integer(t):
         if pa.types.is_unsigned_integer(t) and t.bit_width == 64:
             big = pc.greater(values, pa.scalar(INT64_MAX, pa.uint64())).to_numpy(zero_copy_only=False)
             if big.any():
                 raise DataError(
                     f"{path}: {column!r} {what} must fit a signed 64-bit integer (at most {INT64_MAX}): "
-                    f"{_rows(big, values.to_numpy())}"
+                    f"{_which_rows(big, values.to_numpy())}"
                 )
         return values.to_numpy().astype(np.int64)
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         text = values.to_numpy(zero_copy_only=False)
         whole = pc.match_substring_regex(values, _INTEGER_TEXT).to_numpy(zero_copy_only=False)
         if not whole.all():
-            raise DataError(f"{path}: {column!r} {what} must be whole numbers, found text: {_rows(~whole, text)}")
+            raise DataError(f"{path}: {column!r} {what} must be whole numbers, found text: {_which_rows(~whole, text)}")
         big = np.array([not (INT64_MIN <= int(v) <= INT64_MAX) for v in text])
         if big.any():
             raise DataError(
-                f"{path}: {column!r} {what} must fit a signed 64-bit integer (at most {INT64_MAX}): {_rows(big, text)}"
+                f"{path}: {column!r} {what} must fit a signed 64-bit integer (at most {INT64_MAX}): {_which_rows(big, text)}"
             )
         return pc.cast(values, pa.int64()).to_numpy()
     if pa.types.is_floating(t) or pa.types.is_decimal(t):
         raise DataError(
             f"{path}: {column!r} {what} must be whole numbers (an integer column), found {t}: "
-            f"{_rows(np.ones(len(values), bool), values.to_numpy(zero_copy_only=False))}"
+            f"{_which_rows(np.ones(len(values), bool), values.to_numpy(zero_copy_only=False))}"
         )
     raise DataError(f"{path}: {column!r} {what} must be whole numbers, found a column of type {t}")
 
@@ -252,7 +252,7 @@ def _floats(values: pa.ChunkedArray, column: str, path: Path) -> np.ndarray:
             pct = any(str(text[i]).strip().endswith("%") for i in np.flatnonzero(bad)[:_SHOW])
             hint = (" (percentages: give fractions in [0, 1], e.g. 0.037 for 3.7%)" if pct
                     else " (numbers in [0, 1] expected)")
-            raise DataError(f"{path}: {column!r} must be numbers, found text{hint}: {_rows(bad, text)}")
+            raise DataError(f"{path}: {column!r} must be numbers, found text{hint}: {_which_rows(bad, text)}")
         return pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
     raise DataError(f"{path}: {column!r} must be numbers, found a column of type {t}")
 
@@ -260,13 +260,13 @@ def _floats(values: pa.ChunkedArray, column: str, path: Path) -> np.ndarray:
 def _class_ids(values: pa.ChunkedArray, class_names: list[str], column: str, path: Path) -> np.ndarray:
     """Map a label/pred column (names or ids) to class ids; DataError on unknown values."""
     if values.null_count:
-        raise DataError(f"{path}: column {column!r} is empty at {_rows(values.is_null().to_numpy(zero_copy_only=False))}")
+        raise DataError(f"{path}: column {column!r} is empty at {_which_rows(values.is_null().to_numpy(zero_copy_only=False))}")
     if pa.types.is_integer(values.type):
         raw = values.to_numpy()  # compared in its own dtype: a uint64 is never wrapped to -1
         bad = (raw < 0) | (raw >= len(class_names))
         if bad.any():
             raise DataError(
-                f"{path}: unknown classes in {column!r} (expected ids 0..{len(class_names) - 1}): {_rows(bad, raw)}"
+                f"{path}: unknown classes in {column!r} (expected ids 0..{len(class_names) - 1}): {_which_rows(bad, raw)}"
             )
         return raw.astype(np.int64)
     if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
@@ -279,7 +279,7 @@ def _class_ids(values: pa.ChunkedArray, class_names: list[str], column: str, pat
     bad = ids < 0
     if bad.any():
         shown = ", ".join(class_names[:20]) + (f", ... ({len(class_names)} in all)" if len(class_names) > 20 else "")
-        raise DataError(f"{path}: unknown classes in {column!r} (classes: {shown}): {_rows(bad, text)}")
+        raise DataError(f"{path}: unknown classes in {column!r} (classes: {shown}): {_which_rows(bad, text)}")
     return ids
 
 
@@ -358,7 +358,7 @@ def _resolve_classes(table: pa.Table, classes: Sequence[str] | None, source: Dat
                 at = values.to_numpy() >= MAX_CLASSES
                 raise DataError(
                     f"{path}: class id too large in {column!r} (at most {MAX_CLASSES - 1:,} = MAX_CLASSES - 1; "
-                    f"class ids are 0..K-1, or give the class names with --classes): {_rows(at, values.to_numpy())}"
+                    f"class ids are 0..K-1, or give the class names with --classes): {_which_rows(at, values.to_numpy())}"
                 )
             hi = max(hi, int(top or 0))
         return [str(i) for i in range(hi + 1)]
@@ -374,11 +374,11 @@ def _probabilities(table: pa.Table, class_names: list[str], path: Path) -> np.nd
     if "probs" in table.column_names:
         col = table.column("probs").combine_chunks()
         if col.null_count:
-            raise DataError(f"{path}: 'probs' is empty at {_rows(col.is_null().to_numpy(zero_copy_only=False))}")
+            raise DataError(f"{path}: 'probs' is empty at {_which_rows(col.is_null().to_numpy(zero_copy_only=False))}")
         lengths = pc.list_value_length(col).to_numpy()
         bad = lengths != len(class_names)
         if bad.any():
-            raise DataError(f"{path}: 'probs' must have {len(class_names)} values per row: {_rows(bad, lengths)}")
+            raise DataError(f"{path}: 'probs' must have {len(class_names)} values per row: {_which_rows(bad, lengths)}")
         probs = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, len(class_names))
         if probs.dtype not in (np.float32, np.float64):
             probs = probs.astype(np.float64)
@@ -402,14 +402,14 @@ def _probabilities(table: pa.Table, class_names: list[str], path: Path) -> np.nd
     sums = probs @ np.ones(probs.shape[1], dtype=probs.dtype)
     nan = ~np.isfinite(sums)  # a NaN or infinity anywhere in a row makes its sum non-finite
     if nan.any():
-        raise DataError(f"{path}: NaN or infinite probabilities at {_rows(nan)}")
+        raise DataError(f"{path}: NaN or infinite probabilities at {_which_rows(nan)}")
     neg = probs.min(axis=1) < 0 if probs.min() < 0 else None  # per row only when some value is negative
     if neg is not None and neg.any():
-        raise DataError(f"{path}: negative probabilities at {_rows(neg)}")
+        raise DataError(f"{path}: negative probabilities at {_which_rows(neg)}")
     off = np.abs(sums - 1.0) > PROB_TOLERANCE
     if off.any():
         raise DataError(
-            f"{path}: probability rows must sum to 1 (±{PROB_TOLERANCE}): {_rows(off, np.round(sums, 4))}"
+            f"{path}: probability rows must sum to 1 (±{PROB_TOLERANCE}): {_which_rows(off, np.round(sums, 4))}"
         )
     return probs
 
@@ -441,19 +441,19 @@ def _image_paths(raw: np.ndarray, path: Path, images: str | None, allow_anywhere
         if outside.any():
             where = " or ".join(str(r) for r in roots)
             raise DataError(
-                f"{path}: images outside {where}: {_rows(outside, resolved)}. Image paths are confined to the "
+                f"{path}: images outside {where}: {_which_rows(outside, resolved)}. Image paths are confined to the "
                 f"predictions file's folder (and the --images folder); pass --allow-images-anywhere to read them"
             )
     gone = np.array([r is not None and not r.is_file() for r in real])
     if gone.any():
-        raise DataError(f"{path}: images not found at {_rows(gone, resolved)}")
+        raise DataError(f"{path}: images not found at {_which_rows(gone, resolved)}")
     sizes = [0 if r is None else r.stat().st_size for r in real]
     big = np.array(sizes) > MAX_IMAGE_FILE_BYTES
     if big.any():
         shown = [f"{r}: {b / 2**20:,.0f} MiB" for r, b in zip(resolved, sizes)]
         raise DataError(
             f"{path}: image files over {MAX_IMAGE_FILE_BYTES / 2**20:,.0f} MiB (MAX_IMAGE_FILE_BYTES), not read: "
-            f"{_rows(big, shown)}"
+            f"{_which_rows(big, shown)}"
         )
     return resolved
 
@@ -504,7 +504,7 @@ def run(
     # ids
     ids_col = table.column("id")
     if ids_col.null_count:
-        raise DataError(f"{path}: 'id' is empty at {_rows(ids_col.is_null().to_numpy(zero_copy_only=False))}")
+        raise DataError(f"{path}: 'id' is empty at {_which_rows(ids_col.is_null().to_numpy(zero_copy_only=False))}")
     source_ids = None
     if pa.types.is_integer(ids_col.type):
         example_ids = _integers(ids_col, "id", path)
@@ -525,7 +525,7 @@ def run(
         dup_vals = set(uniq[counts > 1].tolist())
         values = example_ids if source_ids is None else ids_for_dupes
         dup_rows = np.array([v in dup_vals for v in values.tolist()])
-        raise DataError(f"{path}: duplicate ids at {_rows(dup_rows, values)}")
+        raise DataError(f"{path}: duplicate ids at {_which_rows(dup_rows, values)}")
 
     labels = _class_ids(table.column("label"), class_names, "label", path)
     probs = _probabilities(table, class_names, path)
@@ -540,7 +540,7 @@ def run(
         confidence = _floats(table.column("confidence"), "confidence", path)
         bad = ~np.isfinite(confidence) | (confidence < 0) | (confidence > 1)
         if bad.any():
-            raise DataError(f"{path}: 'confidence' must be a number in [0, 1]: {_rows(bad, confidence)}")
+            raise DataError(f"{path}: 'confidence' must be a number in [0, 1]: {_which_rows(bad, confidence)}")
 
     # images
     image_uris: list[str | None] | None = None
@@ -709,7 +709,7 @@ def read_features(
     splits = pc.cast(split_col, pa.string()).to_numpy(zero_copy_only=False)
     bad = np.array([v not in FEATURE_SPLITS for v in splits])
     if bad.any():
-        raise DataError(f"{path}: 'split' must be 'train' or 'eval': {_rows(bad, splits)}")
+        raise DataError(f"{path}: 'split' must be 'train' or 'eval': {_which_rows(bad, splits)}")
     is_train = splits == "train"
     if not is_train.any():
         raise DataError(f"{path}: no 'train' rows: neighbours are searched among the training examples' vectors")
@@ -725,7 +725,7 @@ def read_features(
     if not (pa.types.is_floating(t.value_type) or pa.types.is_integer(t.value_type)):
         raise DataError(f"{path}: 'vector' must be a list of numbers per row, found a list of {t.value_type}")
     if vec.null_count:
-        raise DataError(f"{path}: 'vector' is empty at {_rows(vec.is_null().to_numpy(zero_copy_only=False))}")
+        raise DataError(f"{path}: 'vector' is empty at {_which_rows(vec.is_null().to_numpy(zero_copy_only=False))}")
     lengths = pc.list_value_length(vec).to_numpy(zero_copy_only=False)
     dim = int(lengths[0])
     if dim == 0:
@@ -734,23 +734,23 @@ def read_features(
         raise DataError(f"{path}: vectors of {dim:,} values, more than MAX_FEATURE_DIM = {MAX_FEATURE_DIM:,}")
     bad = lengths != dim
     if bad.any():
-        raise DataError(f"{path}: every vector must have the {dim} values of row 1: {_rows(bad, lengths)}")
+        raise DataError(f"{path}: every vector must have the {dim} values of row 1: {_which_rows(bad, lengths)}")
     values = vec.flatten()
     if values.null_count:
         rows = np.repeat(np.arange(n), dim)[values.is_null().to_numpy(zero_copy_only=False)]
-        raise DataError(f"{path}: empty values inside vectors at {_rows(np.unique(rows))}")
+        raise DataError(f"{path}: empty values inside vectors at {_which_rows(np.unique(rows))}")
     with np.errstate(over="ignore", invalid="ignore"):
         matrix = values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(n, dim)
     bad = ~np.isfinite(matrix @ np.ones(dim, dtype=np.float32))  # NaN/inf anywhere, or beyond float32
     if bad.any():
         bad = ~np.isfinite(matrix).all(axis=1)  # exact rows (the sum can also overflow)
         if bad.any():
-            raise DataError(f"{path}: NaN, infinite or beyond-float32 values in vectors at {_rows(bad)}")
+            raise DataError(f"{path}: NaN, infinite or beyond-float32 values in vectors at {_which_rows(bad)}")
 
     # ids
     ids_col = cols["id"]
     if ids_col.null_count:
-        raise DataError(f"{path}: 'id' is empty at {_rows(ids_col.is_null().to_numpy(zero_copy_only=False))}")
+        raise DataError(f"{path}: 'id' is empty at {_which_rows(ids_col.is_null().to_numpy(zero_copy_only=False))}")
     text_ids = pa.types.is_string(ids_col.type) or pa.types.is_large_string(ids_col.type)
     ids = np.zeros(n, dtype=np.int64)
     eval_pos, train_pos = np.flatnonzero(~is_train), np.flatnonzero(is_train)
@@ -764,7 +764,7 @@ def read_features(
         unknown = np.zeros(n, bool)
         unknown[eval_pos[found < 0]] = True
         if unknown.any():
-            raise DataError(f"{path}: eval ids not among the run's predictions: {_rows(unknown, text)}")
+            raise DataError(f"{path}: eval ids not among the run's predictions: {_which_rows(unknown, text)}")
         ids[eval_pos] = found
         # train rows: whole numbers written as text (eval rows filled in, so errors name file rows)
         train_text = pc.if_else(pa.array(is_train), pc.cast(ids_col, pa.string()), pa.scalar("0", pa.string()))
@@ -778,14 +778,14 @@ def read_features(
         unknown = np.zeros(n, bool)
         unknown[eval_pos[found < 0]] = True
         if unknown.any():
-            raise DataError(f"{path}: eval ids not among the run's predictions: {_rows(unknown, ids)}")
+            raise DataError(f"{path}: eval ids not among the run's predictions: {_which_rows(unknown, ids)}")
     key = np.where(is_train, 1, 0)
     order = np.lexsort((ids, key))
     same = (ids[order][1:] == ids[order][:-1]) & (key[order][1:] == key[order][:-1])
     if same.any():
         dup_keys = {(int(key[order][i]), int(ids[order][i])) for i in np.flatnonzero(same)}
         rows = np.array([(int(k), int(i)) in dup_keys for k, i in zip(key, ids)])
-        raise DataError(f"{path}: duplicate ids within a split at {_rows(rows, ids)}")
+        raise DataError(f"{path}: duplicate ids within a split at {_which_rows(rows, ids)}")
 
     # labels: train rows from the file, eval rows from the predictions (and checked against them)
     label_of = {int(e): int(lab) for e, lab in zip(example_ids, labels)}
@@ -802,14 +802,14 @@ def read_features(
         lab = pc.cast(lab, pa.string())
     has = ~lab.is_null().to_numpy(zero_copy_only=False)
     if (is_train & ~has).any():
-        raise DataError(f"{path}: 'label' is empty on train rows at {_rows(is_train & ~has)}")
+        raise DataError(f"{path}: 'label' is empty on train rows at {_which_rows(is_train & ~has)}")
     filler = pa.scalar(0, lab.type) if pa.types.is_integer(lab.type) else pa.scalar(class_names[0], pa.string())
     mapped = _class_ids(pc.if_else(pa.array(has), lab, filler), list(class_names), "label", path)
     out_labels[train_pos] = mapped[train_pos]
     differ = ~is_train & has & (mapped != out_labels)
     if differ.any():
         raise DataError(f"{path}: 'label' of eval rows differs from the run's predictions (is the file for "
-                        f"another run?): {_rows(differ, ids)}")
+                        f"another run?): {_which_rows(differ, ids)}")
 
     table = feature_table(run_id, splits, ids, out_labels, matrix)
     return table, FeatureCounts(train=int(is_train.sum()), eval=int((~is_train).sum()), dim=dim)

@@ -238,6 +238,29 @@ def report(folds: dict, refs: dict) -> list[dict]:
     return rows
 
 
+def analyst(wh, per_class: int) -> dict:
+    """Run the measured analyst (`lens sample` + `lens hypothesize --backend measured`) on a
+    per-class sample of each fold and check its stored tags against the thresholded scores."""
+    from lens import diagnosis
+    from lens.stages import hypothesize, sample
+
+    out = {"answers": 0, "agree": 0, "tags": {}}
+    for f in FOLDS:
+        sample.run(wh, run_id=f, strategy="per-class", per_class=per_class, seed=0)
+        hypothesize.run(wh, run_id=f, backend="measured", progress=False)
+        with wh.connect(read_only=True) as con:
+            rows = con.execute(
+                "select d.tag, e.label_error_score, e.ambiguity_score from hypothesis_dimensions d"
+                " join hypotheses h using (hypothesis_id) join evidence e on e.run_id = h.run_id"
+                " and e.example_id = h.example_id where h.run_id = ? and h.backend = 'measured'"
+                " and d.dimension = 'data_quality'", [f]).fetchall()
+        for tag, le, am in rows:
+            out["answers"] += 1
+            out["agree"] += tag == diagnosis.tag_of(le, am)
+            out["tags"][tag] = out["tags"].get(tag, 0) + 1
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -245,6 +268,8 @@ def main() -> None:
     ap.add_argument("--fit", action="store_true", help="refit coefficients and thresholds and print them")
     ap.add_argument("--no-evidence", action="store_true", help="do not (re)compute evidence (with --fit)")
     ap.add_argument("--json", type=Path, help="also write the table as JSON")
+    ap.add_argument("--analyst-per-class", type=int, default=30,
+                    help="failures per class per fold answered by the measured analyst (0: skip)")
     args = ap.parse_args()
     from lens.warehouse import Warehouse
 
@@ -263,6 +288,10 @@ def main() -> None:
         fit(folds, refs)
         return
     rows = report(folds, refs)
+    if args.analyst_per_class:
+        a = analyst(wh, args.analyst_per_class)
+        rows.append({"target": "measured analyst (lens hypothesize --backend measured)", "answers": a["answers"],
+                     "tags": a["tags"], "tag = thresholded scores": f"{a['agree']}/{a['answers']}"})
     print()
     for row in rows:
         print(" | ".join(f"{k}: {v}" for k, v in row.items()))

@@ -25,9 +25,11 @@ BACKENDS = ("auto", "ollama", "openai", "measured", "import")
               help="Upscale images to this many px on the longer side (default 128).")
 @click.option("--resample", type=click.Choice(("bicubic", "nearest")), default=None,
               help="Upscaling filter (default bicubic).")
-@click.option("--ollama-host", envvar="OLLAMA_HOST", default=None,
-              help="Ollama URL (default http://127.0.0.1:11434). Env: OLLAMA_HOST.")
-@click.option("--base-url", default=None, help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.")
+@click.option("--ollama-host", envvar="OLLAMA_HOST", multiple=True,
+              help="Ollama URL (default http://127.0.0.1:11434). Several servers: repeat it or separate by commas; "
+                   "URL=N gives a server N parallel requests (default --concurrency). Env: OLLAMA_HOST.")
+@click.option("--base-url", multiple=True, help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1; several "
+              "like --ollama-host.")
 @click.option("--api-key-env", default=None, help="Environment variable holding the API key (default OPENAI_API_KEY).")
 @click.option("--from", "from_path", type=click.Path(dir_okay=False), default=None,
               help="JSONL file of answers for --backend import.")
@@ -58,13 +60,15 @@ def hypothesize(wh, run_id, prompt, backend, model, concurrency, force, retry_er
       lens hypothesize --run cifar --concurrency 4
       lens hypothesize --backend openai --base-url http://127.0.0.1:8000/v1 --model Qwen/Qwen2.5-VL-7B-Instruct
       lens hypothesize --backend import --from answers.jsonl
+      lens hypothesize --ollama-host http://gpu1:11434=8 --ollama-host http://gpu2:11434=4
     """
     from lens.stages import hypothesize as stage
 
     res = stage.run(
         wh, run_id=run_id, prompt=prompt, backend=backend, model=model, concurrency=concurrency, force=force,
         retry_errors=retry_errors, limit=limit, timeout=timeout, image_size=image_size, resample=resample,
-        ollama_host=ollama_host, base_url=base_url, api_key_env=api_key_env, from_path=from_path,
+        ollama_host=",".join(ollama_host) or None, base_url=",".join(base_url) or None, api_key_env=api_key_env,
+        from_path=from_path,
         echo=click.echo,
     )
     if res.not_failures:

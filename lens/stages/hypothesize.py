@@ -38,7 +38,7 @@ from typing import Any
 import pyarrow as pa
 
 from lens import prompts as prompts_mod
-from lens.backends import base
+from lens.backends import base, pool
 from lens.backends.base import HypothesisAnswer, HypothesisRequest, Hypothesizer
 from lens.errors import LensError
 from lens.warehouse import Warehouse, class_names, insert_arrow, record_stage, require_run, stable_id, utcnow
@@ -366,7 +366,7 @@ def run(
 
     reason = None
     if backend == "auto":
-        backend, reason = choose_backend(model=model, ollama_host=ollama_host)
+        backend, reason = choose_backend(model=model, ollama_host=pool.first_server(ollama_host))
         if echo is not None:
             echo(f"Backend: {backend} ({reason})")
         if backend != "ollama":
@@ -375,7 +375,7 @@ def run(
     options = _options_for(backend, host=ollama_host, timeout=timeout, image_size=image_size, resample=resample,
                            base_url=base_url, api_key_env=api_key_env, path=from_path)
     options.update(backend_options or {})
-    hyp = cls(model=model, **options)
+    hyp = pool.build(cls, backend=backend, model=model, options=options, concurrency=concurrency)  # several servers
     hyp.check(the_prompt)
 
     result = HypothesizeResult(run_id="", backend=hyp.name, model=hyp.model, prompt_name=the_prompt.name,
@@ -517,5 +517,8 @@ def run(
         bar.close()
         result.seconds = time.perf_counter() - t0
         writer.details["seconds"] = round(result.seconds, 3)
+    if hasattr(hyp, "run_details"):  # a server pool: answers per server, and why any left it
+        writer.details.update(hyp.run_details())
+        result.errors.extend(hyp.notes)
     writer.flush(final_status="done", candidate_keys=candidate_keys)
     return result

@@ -174,8 +174,9 @@ def layout(data: dict[str, Any]) -> html.Div:
             html.H2(f"Experiment {data['experiment_id']}"),
             html.P(decision(overall), id="experiment-decision", className="decision"),
             html.P("Every arm fine-tuned the same checkpoint with the same budget, seed and data order as the "
-                   "control; only its recommended change differs. Intervals are paired 95% intervals over the "
-                   "evaluation examples; 'per seed' shows the training noise.", className="muted"),
+                   "control; only its recommended change differs. The 95% intervals cover the evaluation examples "
+                   "(paired) and, with several seeds, the seed-to-seed training noise ('per seed').",
+                   className="muted"),
             dcc.Graph(id="experiment-forest", figure=_forest(overall, targeted), config=GRAPH_CONFIG)
             if overall else html.Div(),
         ]),

@@ -205,7 +205,13 @@ def test_effects_match_an_independent_computation(experiment, base):
     overall = eff[eff.scope == "overall"].iloc[0]
     assert overall.n == len(wide) and overall.arm_correct == arm_right.sum()
     assert np.isclose(overall.delta, arm_right.mean() - ctl_right.mean())
-    assert overall.delta_lower <= overall.delta <= overall.delta_upper
+    assert overall.delta_lower <= overall.eval_lower <= overall.delta <= overall.eval_upper <= overall.delta_upper
+    # training noise: per-seed deltas around each arm's mean, pooled over the arms (1 df per arm here)
+    wide_all = preds.assign(right=preds.pred == preds.label).groupby(["arm", "seed"]).right.mean().unstack("arm")
+    deltas = wide_all.drop(columns="control").sub(wide_all.control, axis=0)
+    pooled_sd = np.sqrt(((deltas - deltas.mean()) ** 2).sum().sum() / (len(deltas.columns) * (len(deltas) - 1)))
+    assert overall.noise_df == len(deltas.columns) and np.isclose(overall.seed_noise_sd, pooled_sd)
+    assert np.allclose(overall.seed_deltas, deltas["colour_jitter"].sort_index().to_numpy())
     cluster0 = wide.example_id.isin(base["members"][0])
     targeted = eff[eff.targeted].iloc[0]
     assert targeted.cluster_id == 0 and targeted.n == cluster0.sum()

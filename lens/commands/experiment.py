@@ -8,7 +8,8 @@ DEVICES = ["auto", "cpu", "cuda", "mps"]
 
 
 def _pct(v) -> str:
-    return "n/a" if v is None else f"{v:+.2%}"
+    """A difference of two shares, in percentage points."""
+    return "n/a" if v is None else f"{100 * v:+.1f} pts"
 
 
 def format_effects(res) -> list[str]:
@@ -28,7 +29,8 @@ def format_effects(res) -> list[str]:
     best = res.adopt
     if best is not None:
         lines.append(f"Adopt: {best['arm']} (recommendation #{best['rank']}: {best['recommendation']}), "
-                     f"{_pct(best['delta'])} accuracy vs control.")
+                     f"{_pct(best['delta'])} accuracy vs control [{_pct(best['delta_lower'])}, "
+                     f"{_pct(best['delta_upper'])}].")
     elif res.effects:
         lines.append("None beats the control: no recommendation measurably helped (a valid finding; more --seeds or "
                      "--epochs narrow the intervals).")
@@ -76,7 +78,8 @@ def experiment(wh, from_run, epochs, top, seeds, name, batch_size, head_lr, back
                     force=force, echo=click.echo)
     trained = sum(not a.resumed for a in res.arms)
     click.echo(f"Experiment {res.experiment_id!r}: {len(res.arms)} arm run(s) ({trained} trained now) in "
-               f"{res.seconds:.0f}s. Effects vs control (95% intervals, paired on the same examples):")
+               f"{res.seconds:.0f}s. Effects vs control (95% intervals: the evaluation examples, paired, and the "
+               f"seed-to-seed training noise when there are several seeds):")
     for line in format_effects(res):
         click.echo(line)
     click.echo(f"More: lens sql \"select * from recommendation_effects where experiment_id = '{res.experiment_id}'\"")

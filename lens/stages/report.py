@@ -126,14 +126,15 @@ def _experiments_html(run_id: str, rows: list[dict[str, Any]]) -> str:
     else:
         decision = "<b>None beats the control</b>: no recommendation measurably helped."
     cols = [("arm", "arm"), ("recommendation", "recommendation"), ("name", "scope"), ("seeds", "seeds"),
-            ("n", "n"), ("arm_share", "arm"), ("control_share", "control"), ("delta", "change"),
+            ("n", "n"), ("arm_share", "arm"), ("control_share", "control"), ("delta", "change (points)"),
             ("delta_lower", "95% lower"), ("delta_upper", "95% upper"), ("verdict", "verdict")]
     fmt = {"arm_share": "{:.1%}", "control_share": "{:.1%}", "delta": pp, "delta_lower": pp, "delta_upper": pp}
     targeted = [r for r in rows if r["scope"] == "cluster" and r["targeted"]]
     return "".join([
         head, f"<p>Experiment {_e(rows[0]['experiment_id'])}: {decision}</p>",
         "<p>Each arm fine-tuned the run's checkpoint with one recommended change; the control arm with none, "
-        "with the same budget, seed and data order. Paired 95% intervals over the evaluation examples.</p>",
+        "with the same budget, seed and data order. 95% intervals cover the evaluation examples (paired) and, with "
+        "several seeds, the seed-to-seed training noise.</p>",
         "<h3>Accuracy, all examples</h3>", _table(overall, cols, fmt),
         "<h3>Each arm's targeted fix cluster: share of its failures fixed</h3>",
         _table(targeted, cols, fmt) if targeted else "<p>No targeted cluster rows.</p>", "</section>",

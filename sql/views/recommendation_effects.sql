@@ -9,12 +9,20 @@
 --                    share of them the arm fixed vs the share the control fixed;
 --   scope 'class':   the examples of one true class: recall (share right) and F1 of the arm
 --                    vs the control.
--- n counts (example, seed) pairs. delta = arm_share - control_share. Because both arms are
--- judged on the same examples, the interval is the paired one: of the m discordant pairs
--- (right in one arm only), b favour the arm; with a Wilson 95% interval [L, U] for b / m,
--- delta is in [(2L - 1) m / n, (2U - 1) m / n]. With no discordant pair it is
--- +-z^2 / (n + z^2) (the Wilson bound on the discordant share). This interval covers the
--- evaluation examples' sampling; training noise shows in seed_deltas (one delta per seed).
+-- n counts (example, seed) pairs. delta = arm_share - control_share. The 95% interval
+-- [delta_lower, delta_upper] combines two sources of error:
+--   * the evaluation examples (eval_lower, eval_upper): both arms are judged on the same
+--     examples, so it is the paired interval: of the m discordant pairs (right in one arm
+--     only), b favour the arm; with a Wilson 95% interval [L, U] for b / m, delta is in
+--     [(2L - 1) m / n, (2U - 1) m / n] (with no discordant pair, +-z^2 / (n + z^2));
+--   * training noise: two fine-tunings that differ only in seed differ by more than their
+--     evaluation noise. seed_noise_sd is the standard deviation of the per-seed deltas
+--     (seed_deltas) around each arm's mean, pooled over the experiment's arms for the same
+--     scope and item (noise_df = seeds - 1 summed over arms); its half-width
+--     t(noise_df, 0.975) x seed_noise_sd / sqrt(seeds) is added to each side of the
+--     evaluation interval in quadrature. With one seed it is not measured (noise_df 0,
+--     seed_noise_sd null) and the interval covers the evaluation examples only.
+-- This is conservative (the per-seed deltas include evaluation noise too).
 -- verdict: 'beats control' when delta_lower > 0 and every seed's delta > 0; 'worse than
 -- control' when delta_upper < 0 and every seed's delta < 0; else 'no clear effect'.
 -- item_id: the cluster_id (scope 'cluster'), the class_id (scope 'class'), 0 ('overall').
@@ -59,15 +67,16 @@ fix_members as (
     where dimension = 'fix'
 ),
 scoped as (
-    select experiment_id, arm, seed, 'overall' as scope, null::integer as cluster_id, null::integer as class_id,
-           arm_right, control_right
+    select experiment_id, arm, seed, 'overall' as scope, 0 as item_id, null::integer as cluster_id,
+           null::integer as class_id, arm_right, control_right
     from outcomes
     union all
-    select o.experiment_id, o.arm, o.seed, 'cluster', m.cluster_id, null::integer, o.arm_right, o.control_right
+    select o.experiment_id, o.arm, o.seed, 'cluster', m.cluster_id, m.cluster_id, null::integer,
+           o.arm_right, o.control_right
     from outcomes as o
     join fix_members as m on m.run_id = o.parent_run_id and m.example_id = o.example_id
     union all
-    select experiment_id, arm, seed, 'class', null::integer, label, arm_right, control_right
+    select experiment_id, arm, seed, 'class', label, null::integer, label, arm_right, control_right
     from outcomes
 ),
 per_seed as (
@@ -75,6 +84,7 @@ per_seed as (
         experiment_id,
         arm,
         scope,
+        item_id,
         cluster_id,
         class_id,
         seed,
@@ -104,6 +114,7 @@ pooled as (
         experiment_id,
         arm,
         scope,
+        item_id,
         cluster_id,
         class_id,
         count(*) as seeds,
@@ -114,9 +125,30 @@ pooled as (
         sum(only_control)::bigint as only_control,
         list((arm_correct - control_correct)::double / n order by seed) as seed_deltas,
         min((arm_correct - control_correct)::double / n) as seed_delta_min,
-        max((arm_correct - control_correct)::double / n) as seed_delta_max
+        max((arm_correct - control_correct)::double / n) as seed_delta_max,
+        -- sum of squared deviations of the per-seed deltas from their mean (0 with one seed)
+        coalesce(var_samp((arm_correct - control_correct)::double / n) * (count(*) - 1), 0) as seed_ss
     from per_seed
     group by all
+),
+seed_noise as (
+    select
+        experiment_id,
+        scope,
+        item_id,
+        sum(seeds - 1) as noise_df,
+        sqrt(sum(seed_ss) / nullif(sum(seeds - 1), 0)) as seed_noise_sd
+    from pooled
+    group by all
+),
+t_quantiles as (
+    -- Student's t, 97.5th percentile, by degrees of freedom (over 30: the normal 1.96)
+    select * from (values
+        (1, 12.706), (2, 4.303), (3, 3.182), (4, 2.776), (5, 2.571), (6, 2.447), (7, 2.365), (8, 2.306),
+        (9, 2.262), (10, 2.228), (11, 2.201), (12, 2.179), (13, 2.160), (14, 2.145), (15, 2.131), (16, 2.120),
+        (17, 2.110), (18, 2.101), (19, 2.093), (20, 2.086), (21, 2.080), (22, 2.074), (23, 2.069), (24, 2.064),
+        (25, 2.060), (26, 2.056), (27, 2.052), (28, 2.048), (29, 2.045), (30, 2.042), (31, 1.960)
+    ) as t (df, t975)
 ),
 intervals as (
     select
@@ -128,7 +160,7 @@ intervals as (
         1.959964 as z
     from pooled
 ),
-bounded as (
+wilson as (
     select
         *,
         case when m > 0 then
@@ -140,6 +172,20 @@ bounded as (
                 + z * sqrt((only_arm / m) * (1 - only_arm / m) / m + z * z / (4 * m * m))) / (1 + z * z / m))
         end as b_upper
     from intervals
+),
+bounded as (
+    select
+        w.*,
+        case when w.m > 0 then (2 * w.b_lower - 1) * w.m / w.n else -w.z * w.z / (w.n + w.z * w.z) end
+            as eval_lower,
+        case when w.m > 0 then (2 * w.b_upper - 1) * w.m / w.n else w.z * w.z / (w.n + w.z * w.z) end
+            as eval_upper,
+        s.noise_df,
+        s.seed_noise_sd,
+        coalesce(t.t975 * s.seed_noise_sd / sqrt(w.seeds), 0.0) as noise_half_width
+    from wilson as w
+    join seed_noise as s on s.experiment_id = w.experiment_id and s.scope = w.scope and s.item_id = w.item_id
+    left join t_quantiles as t on t.df = least(s.noise_df, 31)
 ),
 arms as (
     select distinct experiment_id, parent_run_id, arm, rank, recommendation, targeted_cluster_id
@@ -154,7 +200,7 @@ final as (
         a.recommendation,
         a.targeted_cluster_id,
         b.scope,
-        coalesce(b.cluster_id, b.class_id, 0) as item_id,
+        b.item_id,
         b.cluster_id,
         b.class_id,
         case b.scope
@@ -170,13 +216,15 @@ final as (
         b.arm_share,
         b.control_share,
         b.delta,
-        case when b.m > 0 then (2 * b.b_lower - 1) * b.m / b.n else -b.z * b.z / (b.n + b.z * b.z) end
-            as delta_lower,
-        case when b.m > 0 then (2 * b.b_upper - 1) * b.m / b.n else b.z * b.z / (b.n + b.z * b.z) end
-            as delta_upper,
+        greatest(-1.0, b.delta - sqrt((b.delta - b.eval_lower) ** 2 + b.noise_half_width ** 2)) as delta_lower,
+        least(1.0, b.delta + sqrt((b.eval_upper - b.delta) ** 2 + b.noise_half_width ** 2)) as delta_upper,
+        b.eval_lower,
+        b.eval_upper,
         b.only_arm,
         b.only_control,
         b.seed_deltas,
+        b.seed_noise_sd,
+        b.noise_df,
         case when b.scope = 'class' then 2.0 * b.arm_correct / nullif(b.n + p.arm_predicted, 0) end as f1_arm,
         case when b.scope = 'class' then 2.0 * b.control_correct / nullif(b.n + p.control_predicted, 0) end
             as f1_control,
@@ -185,9 +233,9 @@ final as (
             - 2.0 * b.control_correct / nullif(b.n + p.control_predicted, 0)
         end as f1_delta,
         case
-            when (case when b.m > 0 then (2 * b.b_lower - 1) * b.m / b.n else -1 end) > 0
+            when b.delta - sqrt((b.delta - b.eval_lower) ** 2 + b.noise_half_width ** 2) > 0
                 and b.seed_delta_min > 0 then 'beats control'
-            when (case when b.m > 0 then (2 * b.b_upper - 1) * b.m / b.n else 1 end) < 0
+            when b.delta + sqrt((b.eval_upper - b.delta) ** 2 + b.noise_half_width ** 2) < 0
                 and b.seed_delta_max < 0 then 'worse than control'
             else 'no clear effect'
         end as verdict

@@ -164,10 +164,14 @@ def _score(x: float | None) -> str:
     return "—" if x is None else f"{x:.2f}"
 
 
+def _prob(x: float) -> str:
+    return f"{x:.3f}" if x >= 0.001 or x == 0 else f"{x:.0e}"
+
+
 def _signals(c: dict[str, Any]) -> str:
     parts = []
     if c["true_prob"] is not None:
-        parts.append(f"p(given) {c['true_prob']:.3f}")
+        parts.append(f"p(given) {_prob(c['true_prob'])}")
     if c["confidence"] is not None:
         parts.append(f"p(pred) {c['confidence']:.2f}")
     if c["neighbour_true_share"] is not None:
@@ -184,7 +188,7 @@ def spotlight_section(data: dict[str, Any]) -> html.Section:
                   id="tag-counts", className="grid")
     rows = []
     for c in data["candidates"]:
-        reason = c["text"] or "Not answered yet (lens hypothesize)."
+        reason = c["text"] or "No answer (not in the sample)."
         link = (dcc.Link(f"#{c['example_id']}", href=review_href(run, hyp=c["hypothesis_id"], dim="data_quality"))
                 if c["hypothesis_id"] else f"#{c['example_id']}")
         check = c["tag_check"] or "—"
@@ -192,7 +196,7 @@ def spotlight_section(data: dict[str, Any]) -> html.Section:
             html.Td(c["rank"], className="num"),
             html.Td(link),
             html.Td(html.Img(src=image_url(run, c["example_id"]), className="thumb", alt="")),
-            html.Td(f"{clip(c['given_name'], NAME_CHARS)} → {clip(c['suggested_name'], NAME_CHARS)}"),
+            html.Td(f"{clip(c['given_name'], NAME_CHARS)} → {clip(c['suggested_name'], NAME_CHARS)}", className="pair"),
             html.Td(_score(c["label_error_score"]), className="num score"),
             html.Td(html.Div(clip(reason, CELL_CHARS), className="one-line"), title=clip(reason, TITLE_CHARS),
                     className="reason"),

@@ -6,7 +6,9 @@ Pages (client-side routing through ``dcc.Location``):
 * ``/review?run=NAME&dim=D&cluster=C&pair=T-P&tag=X&unreviewed=1&hyp=ID``: the review form
   (:mod:`dashboards.review`), filtered as the parameters say;
 * ``/experiments?run=NAME&exp=ID``: the recommendations' controlled experiments
-  (:mod:`dashboards.experiments`).
+  (:mod:`dashboards.experiments`);
+* ``/relabel?run=NAME``: suspected label errors and their download for annotators
+  (:mod:`dashboards.relabel`).
 
 Flask routes (images by failure id only, never by path):
 
@@ -61,7 +63,7 @@ from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import DependencyException, PreventUpdate
 from flask import Response, abort, g, request
 
-from dashboards import experiments, overview, queries, review
+from dashboards import experiments, overview, queries, relabel, review
 from lens.errors import DataError, WarehouseLockedError
 from lens.stages import verdicts as verdict_stage
 from lens.warehouse import Warehouse, utcnow
@@ -281,6 +283,8 @@ def create_app(warehouse: Warehouse | str | Path, run_id: str | None = None, tok
         params = parse_search(search)
         if (pathname or "/").rstrip("/") == "/experiments":
             return experiments.page(wh, params["run"] or run_id, _param(parse_qs((search or "").lstrip("?")), "exp"))
+        if (pathname or "/").rstrip("/") == "/relabel":
+            return relabel.page(wh, params["run"] or run_id)
         if (pathname or "/").rstrip("/") != "/review":
             # one connection: the requested (or default) run's overview, if it exists
             data = queries.overview(wh, params["run"] or run_id) if (params["run"] or run_id) else None
@@ -491,4 +495,5 @@ def create_app(warehouse: Warehouse | str | Path, run_id: str | None = None, tok
         return review.panel(item, dims, sel, (reviewer or "").strip() or "anonymous", expanded or []), progress
 
     review.register_callbacks(app)  # "show all" of a long answer
+    relabel.register_callbacks(app, wh)  # the download for annotators (/relabel)
     return app

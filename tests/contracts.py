@@ -29,6 +29,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "class_image_stats": ("dataset", "image_side", "class_id", "fact"),
     "experiments": ("experiment_id",),
     "experiment_arms": ("run_id",),
+    "label_corrections": ("correction_id",),
     # views
     "predictions": ("run_id", "example_id"),
     "class_metrics": ("run_id", "class_id"),
@@ -53,6 +54,7 @@ ACCEPTED: dict[tuple[str, str], set] = {
     ("verdicts", "verdict"): {"agree", "disagree", "skip"},
     ("stage_runs", "status"): {"done", "partial", "failed"},
     ("features", "split"): {"train", "eval"},
+    ("label_corrections", "source_format"): {"csv", "label-studio"},
     ("recommendation_effects", "scope"): {"overall", "cluster", "class"},
     ("recommendation_effects", "verdict"): {"beats control", "no clear effect", "worse than control"},
     ("recommendations", "effect"): {"untested", "beats control", "no clear effect", "worse than control"},

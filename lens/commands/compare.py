@@ -35,6 +35,8 @@ def compare(wh, run_a, run_b, fmt):
             "shared_examples": res.shared_examples,
             "classes": json.loads(res.classes.to_json(orient="records")),
             "clusters": json.loads(res.clusters.to_json(orient="records")),
+            "labels": json.loads(res.labels.to_json(orient="records")) if len(res.labels) else [],
+            "label_changes": res.label_changes,
         }, indent=2))
         return
     fmt_acc = lambda v: "n/a" if v is None else f"{v:.2%}"  # noqa: E731
@@ -50,6 +52,12 @@ def compare(wh, run_a, run_b, fmt):
             click.echo(shown.to_string(index=False))
         else:
             click.echo(f"\n{res.run_a} has no clusters yet (run `lens cluster --run {res.run_a}`).")
+        for run, ch in res.label_changes.items():
+            click.echo(f"\n{run} was trained with the label corrections of {ch['from']!r}: {ch['train']:,} training "
+                       f"and {ch['eval']:,} evaluation labels changed.")
+        if len(res.labels):
+            click.echo(f"Evaluation labels that differ ({len(res.labels):,}; each run is scored against its own):")
+            click.echo(res.labels.to_string(index=False))
 
 
 commands = [compare]

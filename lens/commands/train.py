@@ -36,9 +36,12 @@ STRATEGIES = ["per-class", "per-pair", "lowest-confidence", "all"]  # = lens.sta
               help="Iteration 2: turn RUN's top recommended fix clusters into augmentations and train a new run.")
 @click.option("--augment-top", default=3, show_default=True, type=click.IntRange(min=1),
               help="How many of RUN's top recommendations to consider.")
+@click.option("--labels-from", default=None, metavar="RUN",
+              help="Train and evaluate with the label corrections imported for RUN (`lens labels import`): "
+                   "corrected training labels change what is learnt, corrected evaluation labels what is scored.")
 @click.pass_obj
 def train(wh, data, run_id, epochs, batch_size, limit_train, limit_test, device, seed, pretrained, weights,
-          head_lr, backbone_lr, image_size, force, augment_from, augment_top):
+          head_lr, backbone_lr, image_size, force, augment_from, augment_top, labels_from):
     """Fine-tune ResNet-18 and record every prediction, failure and epoch.
 
     The reference recipe: ResNet-18 with a new head, 32x32 inputs normalised with the
@@ -57,6 +60,7 @@ def train(wh, data, run_id, epochs, batch_size, limit_train, limit_test, device,
       lens train --data ../shared/data/cifar10 --no-pretrained --limit-train 2000 --limit-test 500 --epochs 1 --run quick
       lens sql "select class_name, f1 from class_metrics where run_id = 'baseline'"
       lens train --data ../shared/data/cifar10 --no-pretrained --augment-from baseline --run augmented
+      lens train --data ../shared/data/cifar10 --no-pretrained --labels-from baseline --run relabelled
     """
     from lens.stages import train as stage
 
@@ -64,7 +68,7 @@ def train(wh, data, run_id, epochs, batch_size, limit_train, limit_test, device,
         wh, data=data, run_id=run_id, epochs=epochs, batch_size=batch_size, limit_train=limit_train,
         limit_test=limit_test, device=device, seed=seed, pretrained=pretrained, weights=weights,
         head_lr=head_lr, backbone_lr=backbone_lr, image_size=image_size, force=force, echo=click.echo,
-        augment_from=augment_from, augment_top=augment_top,
+        augment_from=augment_from, augment_top=augment_top, labels_from=labels_from,
     )
     if res.skipped:
         click.echo(res.message)
@@ -78,6 +82,8 @@ def train(wh, data, run_id, epochs, batch_size, limit_train, limit_test, device,
                    f"(weights, training noise), so comparing the two cannot tell. A controlled experiment can (same "
                    f"checkpoint, seed, data order and budget, with and without each change): "
                    f"lens experiment --from {augment_from} --seeds 2")
+    if labels_from:
+        click.echo(f"What the corrections changed: lens compare {labels_from} {res.run_id}")
     click.echo(f"Next: lens sample --run {res.run_id} --per-class 15")
 
 

@@ -3,11 +3,18 @@
 Typical use: RUN_B was trained with ``--augment-from RUN_A``; the comparison shows which
 classes improved and whether the failures in the clusters the augmentation targeted were
 fixed in RUN_B (matched by example id on the same evaluation split).
+
+Labels: when RUN_B was trained with ``--labels-from`` (corrected labels), ``labels`` lists
+every evaluation example whose label differs between the runs, with each run's prediction
+(so a fixed metric can be told from a fixed model), and ``label_changes`` counts the
+training and evaluation labels each run's corrections changed (``runs.config.labels_from``).
+Each run's accuracy is measured against its own labels.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -24,6 +31,8 @@ class Comparison:
     classes: pd.DataFrame
     clusters: pd.DataFrame
     shared_examples: int
+    labels: pd.DataFrame = field(default_factory=pd.DataFrame)
+    label_changes: dict = field(default_factory=dict)
 
 
 def run(warehouse: Warehouse, *, run_a: str, run_b: str) -> Comparison:
@@ -43,4 +52,16 @@ def run(warehouse: Warehouse, *, run_a: str, run_b: str) -> Comparison:
             " where a.run_id = ? and b.run_id = ?",
             [run_a, run_b],
         ).fetchone()[0]
-    return Comparison(run_a, run_b, acc.get(run_a), acc.get(run_b), classes, clusters, shared)
+        labels = con.execute(load_query("compare_labels"), params).df()
+        changes = {}
+        for run in (run_a, run_b):
+            cfg = con.execute("select config from runs where run_id = ?", [run]).fetchone()[0]
+            try:
+                info = (json.loads(cfg or "{}") or {}).get("labels_from")
+            except (ValueError, AttributeError):
+                info = None
+            if isinstance(info, dict):
+                changes[run] = {"from": info.get("run"), "train": len(info.get("train") or []),
+                                "eval": len(info.get("eval") or []), "corrections": info.get("corrections")}
+    return Comparison(run_a, run_b, acc.get(run_a), acc.get(run_b), classes, clusters, shared, labels, changes)
+

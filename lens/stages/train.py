@@ -57,6 +57,13 @@ Augmentation hook: :func:`run` and :func:`train_epoch` take ``transform``, a cal
 ``images`` is a uint8 tensor (B, 3, H, W) on the training device and ``labels`` an int64
 tensor (B,); it returns uint8 (0..255) or float (0..1) images of the same shape, before
 normalisation. It should draw randomness from torch's global generator (seeded).
+
+Corrected labels (``labels_from``, ``lens train --labels-from RUN``): after decoding, the
+labels of examples an annotator corrected (``label_corrections``, see :mod:`lens.corrections`)
+replace the dataset's, in the training split (what the model learns) and in the evaluation
+split (what its predictions, failures and metrics are scored against); the subsets are drawn
+by the dataset's labels first, so a corrected run sees the same examples. ``config.labels_from``
+lists every label changed.
 """
 
 from __future__ import annotations
@@ -72,7 +79,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from lens.datasets import DatasetSource, open_source
+from lens.datasets import DatasetSource, Split, open_source
 from lens.errors import DataError, LensError
 from lens.models import (
     ARCH,
@@ -99,7 +106,7 @@ REPLACED_TABLES = ("prediction_rows", "failures", "training_log", "features", "s
 #: options compared when a rerun finds the run already there
 COMPARED_OPTIONS = (
     "data", "epochs", "batch_size", "limit_train", "limit_test", "seed", "pretrained", "weights",
-    "head_lr", "backbone_lr", "image_size",
+    "head_lr", "backbone_lr", "image_size", "labels_from",
 )
 
 BatchTransform = Callable[[Any, Any], Any]
@@ -436,6 +443,45 @@ def _augmentation(warehouse: Warehouse, from_run: str, top: int, image_size: int
     return augment.build(specs, image_size), info
 
 
+def _label_corrections(warehouse: Warehouse, labels_from: str, dataset_ref: str):
+    """The corrections that count for ``--labels-from`` (checked before anything is decoded)."""
+    from lens import corrections
+
+    with warehouse.connect(read_only=True) as con:
+        row = con.execute("select dataset from runs where run_id = ?", [labels_from]).fetchone()
+        if row is None:
+            raise LensError(f"--labels-from: no run named {labels_from!r}")
+        if row[0] != dataset_ref:
+            raise LensError(f"--labels-from {labels_from!r}: its corrections are for the dataset {row[0]!r}, "
+                            f"not {dataset_ref!r}; train on the same --data")
+        chain = corrections.label_chain(con, labels_from)
+        fixes = corrections.latest(con, chain)
+    if not fixes:
+        raise LensError(f"--labels-from {labels_from!r}: no label corrections imported for it (or the runs it took "
+                        f"labels from); export candidates with `lens export relabel --run {labels_from} --out DIR` "
+                        f"and bring the annotators' labels back with `lens labels import FILE`")
+    return chain, fixes
+
+
+def _apply_corrections(label_fixes, labels_from: str, train: Split, test: Split, eval_split: str,
+                       num_classes: int, say) -> dict[str, Any]:
+    """Replace the decoded splits' labels by the corrections; what changed, for ``runs.config``."""
+    from lens import corrections
+
+    chain, fixes = label_fixes
+    bad = sorted({c.new_label for c in fixes.values() if not 0 <= c.new_label < num_classes})
+    if bad:
+        raise LensError(f"--labels-from {labels_from!r}: corrections name class ids {bad} the dataset does not have")
+    train.labels, train_changed = corrections.apply(train.indices, train.labels, TRAIN_SPLIT, fixes)
+    test.labels, eval_changed = corrections.apply(test.indices, test.labels, eval_split, fixes)
+    in_splits = sum(1 for (split, _) in fixes if split in (TRAIN_SPLIT, eval_split))
+    say(f"labels from {labels_from!r}: {len(train_changed)} {TRAIN_SPLIT} and {len(eval_changed)} {eval_split} labels "
+        f"corrected ({len(fixes)} corrections; {len(fixes) - len(train_changed) - len(eval_changed)} keep the "
+        f"given label or are outside the loaded subsets)")
+    return {"run": labels_from, "runs": chain, "corrections": len(fixes), "in_splits": in_splits,
+            "train": train_changed, "eval": eval_changed, "eval_split": eval_split}
+
+
 def run(
     warehouse: Warehouse,
     *,
@@ -458,6 +504,7 @@ def run(
     parent_run_id: str | None = None,
     augment_from: str | None = None,
     augment_top: int = 3,
+    labels_from: str | None = None,
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
 ) -> TrainResult:
@@ -466,6 +513,12 @@ def run(
     ``transform_info`` is stored in ``runs.config`` under ``augment`` (what ``transform``
     does and why); ``parent_run_id`` in ``runs.parent_run_id``. ``echo`` receives one-line
     progress messages.
+
+    ``labels_from``: a run whose label corrections (``lens labels import``, and those of the
+    runs it took labels from) replace the dataset's labels: corrections of the 'train' split
+    change what the model learns from, those of the evaluation split change what its
+    predictions are scored against. Both runs must use the same dataset; what changed is
+    stored in ``runs.config.labels_from`` (and shown by ``lens compare``).
     """
     say = echo or (lambda _msg: None)
     started = utcnow()
@@ -494,8 +547,10 @@ def run(
         "data": dataset_ref, "epochs": epochs, "batch_size": batch_size, "limit_train": limit_train,
         "limit_test": limit_test, "seed": seed, "pretrained": bool(pretrained and not weights),
         "weights": str(weights) if weights else None, "head_lr": h_lr, "backbone_lr": b_lr,
-        "image_size": image_size,
+        "image_size": image_size, "labels_from": labels_from,
     }
+    label_fixes = _label_corrections(warehouse, labels_from, dataset_ref) if labels_from else None
+    parent_run_id = parent_run_id or labels_from
 
     kind, done, old_config = _existing(warehouse, run_id)
     if kind is not None and not force:
@@ -533,6 +588,9 @@ def run(
         raise DataError(f"{source.spec} [{TRAIN_SPLIT}]: need at least 2 training images, found {len(train)}")
     say(f"Loaded {len(train):,} {TRAIN_SPLIT} / {len(test):,} {eval_split} images "
         f"({train.images.shape[1]}x{train.images.shape[2]}) from {source.spec} in {time.perf_counter() - t0:.1f}s")
+    labels_info = None
+    if label_fixes is not None:
+        labels_info = _apply_corrections(label_fixes, labels_from, train, test, eval_split, num_classes, say)
 
     model.to(dev)
 
@@ -590,6 +648,7 @@ def run(
         "backbone_lr_reason": lr_why, "optimizer": "AdamW", "weight_decay": WEIGHT_DECAY,
         "schedule": "cosine per step to 0", "mean": mean, "std": std, "n_train": len(train),
         "n_eval": len(test), "arch": ARCH, "augment": transform_info if transform is not None else None,
+        "labels_from": labels_info,
     }
     # A new file, never the stored run's: a retrain killed before its commit must leave the old
     # run's weights as they were (tests/test_crash_safety.py).

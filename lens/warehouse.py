@@ -348,8 +348,8 @@ class ReplayingConnection:
     """A lake connection inside :meth:`Warehouse.transaction` that records what it does.
 
     Writes (``execute``/``executemany``/``sql`` of anything but a read, ``register``/
-    ``unregister`` of Arrow data) are logged; reads are run once more to keep a digest of
-    their rows. When DuckLake refuses the commit (another writer changed the same table
+    ``unregister`` of Arrow data) are logged; a read is run once, its rows kept as Arrow for a
+    digest and returned as a relation over them (same fetch methods as a result). When DuckLake refuses the commit (another writer changed the same table
     first), :func:`_commit_replaying` starts a new transaction on the newest snapshot, runs
     every read again and compares its rows, and replays the writes: the same result as
     running the code again, as long as what it read is unchanged. Everything else is passed
@@ -362,10 +362,12 @@ class ReplayingConnection:
 
     def execute(self, query: str, parameters: Any = None):
         if _is_read(query):
-            rows = self._con.execute(query, parameters).fetchall()
-            self._log.append(("read", query, parameters, _rows_digest(rows)))
-        else:
-            self._log.append(("write", query, parameters, None))
+            # run once: the rows are kept (Arrow) for their digest and handed back as a relation
+            # over them, which has the fetch methods of a result (fetchone/fetchall/df/arrow ...)
+            table = self._con.execute(query, parameters).to_arrow_table()
+            self._log.append(("read", query, parameters, _rows_digest(table.to_pylist())))
+            return self._con.from_arrow(table)
+        self._log.append(("write", query, parameters, None))
         return self._con.execute(query, parameters)
 
     def executemany(self, query: str, parameters: Any = None):
@@ -374,7 +376,9 @@ class ReplayingConnection:
 
     def sql(self, query: str, *args: Any, **kwargs: Any):
         if _is_read(query):
-            self._log.append(("read", query, None, _rows_digest(self._con.execute(query).fetchall())))
+            table = self._con.execute(query).to_arrow_table()
+            self._log.append(("read", query, None, _rows_digest(table.to_pylist())))
+            return self._con.from_arrow(table)
         else:
             self._log.append(("write", query, None, None))
         return self._con.sql(query, *args, **kwargs)
@@ -394,7 +398,7 @@ class ReplayingConnection:
         con = self._con
         for kind, query, params, digest in self._log:
             if kind == "read":
-                if _rows_digest(con.execute(query, params).fetchall()) != digest:
+                if _rows_digest(con.execute(query, params).to_arrow_table().to_pylist()) != digest:
                     raise _StaleRead(query)
             elif kind == "write":
                 con.execute(query, params)

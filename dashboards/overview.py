@@ -66,6 +66,7 @@ def nav(run_id: str | None, active: str) -> html.Nav:
                  className="active" if active == "compare" else "", id="nav-compare"),
         dcc.Link("Experiments", href="/experiments" + q, className="active" if active == "experiments" else "",
                  id="nav-experiments"),
+        dcc.Link("Relabel", href="/relabel" + q, className="active" if active == "relabel" else "", id="nav-relabel"),
     ])
 
 

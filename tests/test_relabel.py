@@ -343,6 +343,7 @@ def test_dashboard_page_and_download(base):
                     [("reviewer-store", "data", None)], ["url.pathname"])
     text = json.dumps(page)
     assert "relabel-table" in text and "relabel-download-btn" in text and "Seeded detection power" in text
+    assert "nav-relabel" in text  # reachable from every page's navigation
     assert f"/img/base/{base['confirmed']}.png" in text and "confirmed" in text
 
     reply = callback([("relabel-download", "data"), ("relabel-status", "children")],

@@ -251,6 +251,14 @@ def test_a_killed_experiment_resumes_arm_by_arm(base, tmp_path):
     again = lens(path, "experiment", "--from", "base", "--top", "2")
     assert again.count("done already") == 3 and "arm 1/" not in again
 
+    other = lens(path, "experiment", "--from", "base", "--top", "2", "--epochs", "2", expect=1)
+    assert "exists with other options (epochs 1, now 2)" in other and "--force" in other
+    redo = lens(path, "experiment", "--from", "base", "--top", "1", "--force", "--keep-checkpoints")
+    assert "arm 2/2 base.exp.colour_jitter.s0" in redo
+    runs = wh.query("select run_id, checkpoint_path from runs where run_id like 'base.exp.%' order by run_id")
+    assert runs.run_id.tolist() == ["base.exp.colour_jitter.s0", "base.exp.control.s0"]  # erasing arm deleted
+    assert all(wh.artifact_path(p).is_file() for p in runs.checkpoint_path)
+
 
 def test_what_to_run_first_and_other_refusals(base, tmp_path):
     from tests._seed import seed_complete_run

@@ -98,22 +98,8 @@ def arm_run_id(parent: str, name: str, arm: str, seed: int) -> str:
 
 
 def checkpoint_file(warehouse: Warehouse, stored: str) -> Path:
-    """The checkpoint file a ``runs.checkpoint_path`` names (``Warehouse.artifact_path`` where it exists)."""
-    resolve = getattr(warehouse, "artifact_path", None)
-    if resolve is not None:
-        return Path(resolve(stored))
-    path = Path(stored)
-    if not path.is_absolute() and not warehouse.memory:
-        path = warehouse.path.parent / path
-    return path
-
-
-def _artifact_ref(warehouse: Warehouse, path: Path | None) -> str | None:
-    """What ``runs.checkpoint_path`` stores for a file (``Warehouse.artifact_ref`` where it exists)."""
-    if path is None:
-        return None
-    ref = getattr(warehouse, "artifact_ref", None)
-    return ref(path) if ref is not None else str(path)
+    """The checkpoint file a ``runs.checkpoint_path`` names (:meth:`Warehouse.artifact_path`)."""
+    return Path(warehouse.artifact_path(stored))
 
 
 def _sha256_file(path: Path) -> str:
@@ -411,7 +397,8 @@ def _train_arm(warehouse: Warehouse, data: _Data, parent: dict[str, Any], exp_id
     try:
         with warehouse.transaction() as con:
             write_run(con, run_id, kind="train", class_names=data.class_names, dataset=parent["dataset"],
-                      eval_split=parent["eval_split"], model="resnet18", checkpoint_path=_artifact_ref(warehouse, ckpt),
+                      eval_split=parent["eval_split"], model="resnet18",
+                      checkpoint_path=warehouse.artifact_ref(ckpt) if ckpt is not None else None,
                       parent_run_id=parent["run_id"], config=config)
             store_results(con, run_id, preds, failures)
             delete_rows(con, "training_log", {"run_id": run_id})

@@ -50,7 +50,7 @@ def relabel(wh, run_id, top, neighbours, out_dir, image_url, force):
                        force=force)
     for w in res.warnings:
         click.echo(f"Note: {w}", err=True)
-    click.echo(f"Exported {res.candidates:,} of run {res.run_id!r}'s {res.scored:,} scored failures "
+    click.echo(f"Exported {res.candidates:,} of the {res.scored:,} scored failures of run {res.run_id!r} "
                f"({res.confirmed:,} confirmed by a reviewer) and {res.neighbours:,} training images with the same "
                f"label, {res.images:,} images, to {res.out_dir}/ (candidates.csv, label_studio_tasks.json, "
                f"label_studio_config.xml, README.txt).")

@@ -290,7 +290,7 @@ def collect(warehouse: Warehouse, *, run_id: str | None = None, top: int = DEFAU
             out.append({
                 **{k: None for k in COLUMNS}, "rank": int(r["rank"]), "run_id": run_id, "split": "train",
                 "example_id": t, "image": f"images/train-{t}.png" if f"train-{t}.png" in pngs else None,
-                "given_label": r["given_name"], "suggested_label": r["suggested_name"],
+                "given_label": r["given_name"],  # no suggestion: the model's prediction is for the candidate
                 "review": "check: training image with the same label as a confirmed error",
                 "neighbour_of": ex, "similarity": num(sim),
             })

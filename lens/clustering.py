@@ -312,20 +312,19 @@ def _phrases(text: str, exclude: Sequence[str], max_words: int = PHRASE_WORDS) -
     out: set[str] = set()
     for segment in _SEGMENT.split(text):
         words = segment.split()
-        for start in range(len(words)):
+        ok = [_TOKEN.fullmatch(w) is not None and w not in _JOINERS for w in words]
+        edge = [w not in PHRASE_STOP_WORDS for w in words]  # may open a phrase
+        end = [e and w not in _NEGATIONS for w, e in zip(words, edge)]  # may close one
+        for start, first in enumerate(words):
+            if not ok[start] or not edge[start] or (start and words[start - 1] in _NEGATIONS):
+                continue  # "sharp" of "not sharp" says the opposite: only "not sharp" counts
             for n in range(1, max_words + 1):
-                run = words[start:start + n]
-                if len(run) < n:
+                last = start + n - 1
+                if last >= len(words) or not ok[last]:
                     break
-                if not all(_TOKEN.fullmatch(w) for w in run) or run[-1] in _JOINERS:
-                    break
-                if run[0] in PHRASE_STOP_WORDS or run[-1] in PHRASE_STOP_WORDS or run[-1] in _NEGATIONS:
-                    continue
-                if len(set(run)) < n:
-                    continue  # "word word"
-                if start and words[start - 1] in _NEGATIONS:
-                    continue  # "sharp" of "not sharp" says the opposite: only "not sharp" counts
-                out.add(" ".join(run))
+                if not end[last] or (n > 1 and len(set(words[start:last + 1])) < n):
+                    continue  # ends on a function word; or "word word"
+                out.add(" ".join(words[start:last + 1]))
     return out
 
 
@@ -430,17 +429,16 @@ def keyphrase_names(
     scored: dict[int, list[tuple[str, float]]] = {}
     for c in ids:
         cand = {p: s * (s / total[p]) for p, s in support[c].items() if df[c][p] >= min_count[c]}
+        ranked = sorted(cand.items(), key=lambda kv: (-kv[1], -len(kv[0].split()), kv[0]))[:4 * candidates]
         # prefer "motion blur" to "motion" when (nearly) the same members say both
-        for p in list(cand):
-            words = p.split()
-            if len(words) == PHRASE_WORDS:
+        kept = []
+        for p, score in ranked:
+            sp = support[c][p]
+            if len(p.split()) < PHRASE_WORDS and any(
+                    len(q) > len(p) and f" {p} " in f" {q} " and support[c][q] >= 0.8 * sp for q, _ in ranked):
                 continue
-            for q, sq in support[c].items():
-                if q in cand and len(q) > len(p) and f" {p} " in f" {q} " and sq >= 0.8 * support[c][p]:
-                    cand.pop(p, None)
-                    break
-        ranked = sorted(cand.items(), key=lambda kv: (-kv[1], -len(kv[0].split()), kv[0]))
-        scored[c] = ranked[:candidates]
+            kept.append((p, score))
+        scored[c] = kept[:candidates]
 
     emb: dict[str, np.ndarray] = {}
     if encode is not None and vectors is not None:

@@ -40,7 +40,8 @@ from diagnosis_data import DEFAULT_CACHE, DEFAULT_DATA, FOLDS, prepare  # noqa: 
 def load_fold(wh, run_id: str, k: int = 10) -> dict:
     """Every evaluation example of a fold run: labels, preds, probs, neighbour labels, and the
     failures' stored evidence (scores, label quality, entropy, image facts)."""
-    from lens.stages.evidence import _list_matrix, nearest_neighbours
+    from lens.neighbours import nearest_neighbours
+    from lens.stages.evidence.read import list_matrix as _list_matrix
 
     with wh.connect(read_only=True) as con:
         p = con.execute("select example_id, label, pred, probs from predictions where run_id = ? order by example_id",
@@ -56,8 +57,7 @@ def load_fold(wh, run_id: str, k: int = 10) -> dict:
         power = con.execute("select * from detection_power where run_id = ?", [run_id]).df()
     ids = p.column("example_id").to_numpy()
     assert (ev.column("example_id").to_numpy() == ids).all(), "features and predictions disagree"
-    idx, _ = nearest_neighbours(_list_matrix(ev.column("vector")), _list_matrix(tr.column("vector")), k,
-                                progress=False)
+    idx, _ = nearest_neighbours(_list_matrix(ev.column("vector")), _list_matrix(tr.column("vector")), k)
     return {
         "ids": ids, "labels": p.column("label").to_numpy().astype(np.int64),
         "pred": p.column("pred").to_numpy().astype(np.int64), "probs": _list_matrix(p.column("probs"), np.float64),

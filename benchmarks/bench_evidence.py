@@ -40,6 +40,7 @@ def main() -> None:
     from lens.datasets import open_source
     from lens.models import build_resnet18, channel_stats, normalize, save_checkpoint
     from lens.predictions import _list_column, failure_table, prediction_table, store_results, write_run
+    from lens import diagnosis
     from lens.stages import evidence as stage
     from lens.warehouse import Warehouse, insert_arrow
 
@@ -104,7 +105,7 @@ def main() -> None:
             model(normalize(test.images[s : s + 256], mean, std))
     bare_fwd = time.perf_counter() - t
     t = time.perf_counter()
-    stage.label_signals(labels, probs)
+    diagnosis.label_signals(labels, probs)
     bare_cl = time.perf_counter() - t
 
     print(f"\nevidence for {res.computed:,} failures: {total:.1f} s total (target < 120 s)")

@@ -18,11 +18,12 @@ verdict sentence), and keeps it whole when it is drawn again (a verdict, a click
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from dash import ALL, Input, Output, State, ctx, dcc, html
 from dash.exceptions import PreventUpdate
+
+from lens.measure import decode_evidence
 
 from dashboards.overview import CELL_CHARS, NAME_CHARS, clip, clipped_title, image_url, nav, pct
 
@@ -155,11 +156,9 @@ def _evidence(ev: dict[str, Any] | None, names: dict[int, str]) -> html.Div:
                        zip(ev["neighbour_labels"], ev.get("neighbour_sims") or [None] * len(ev["neighbour_labels"]))
                        if s is not None)
         rows.append(html.Tr([html.Th("nearest training images"), html.Td(nb)]))
+    decoded = decode_evidence(ev)
     for key, label in (("z_true", "z vs true class"), ("z_pred", "z vs predicted class"), ("skipped", "not computed")):
-        try:
-            doc = json.loads(ev.get(key) or "{}")
-        except (TypeError, ValueError):
-            doc = {}
+        doc = decoded.get(key) or {}
         if doc:
             items = sorted(doc.items(), key=lambda kv: -abs(kv[1]) if isinstance(kv[1], (int, float)) else 0)
             rows.append(html.Tr([html.Th(label), html.Td(", ".join(f"{k} {_fmt(v)}" for k, v in items[:6]))]))

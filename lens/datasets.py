@@ -150,6 +150,20 @@ def to_rgb(im):
     return im.convert("RGB")
 
 
+def decode_pngs(blobs: Sequence[bytes | None]) -> list[np.ndarray | None]:
+    """Stored PNG bytes -> uint8 RGB arrays (H, W, 3); None stays None."""
+    from PIL import Image
+
+    out: list[np.ndarray | None] = []
+    for b in blobs:
+        if b is None:
+            out.append(None)
+            continue
+        with Image.open(io.BytesIO(b)) as im:
+            out.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
+    return out
+
+
 def encode_png(image) -> bytes:
     """PNG bytes of a PIL image or a uint8 array (H, W, 3)."""
     from PIL import Image

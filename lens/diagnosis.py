@@ -180,6 +180,29 @@ def neighbour_share(neighbour_labels: np.ndarray | None, classes: np.ndarray) ->
     return np.where((nl >= 0).all(axis=1), share, np.nan)
 
 
+def label_signals(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """cleanlab label quality (self-confidence) and label-issue flags over a whole split.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (N,)
+    probs : ndarray of float, shape (N, C), out-of-sample probabilities
+
+    Returns
+    -------
+    quality : ndarray of float64, shape (N,)
+    issue : ndarray of bool, shape (N,)
+    """
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    probs = np.asarray(probs, dtype=np.float64)
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    quality = get_label_quality_scores(labels, probs)
+    issue = find_label_issues(labels, probs, n_jobs=1)
+    return np.asarray(quality, dtype=np.float64), np.asarray(issue, dtype=bool)
+
+
 def label_error_signals(*, labels: np.ndarray, probs: np.ndarray | None = None, confidence: np.ndarray | None = None,
                         neighbour_labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The label-error signals of N examples (NaN where a signal is missing).

@@ -430,6 +430,21 @@ def json_dict(v: Any) -> dict:
     return dict(v) if isinstance(v, Mapping) else {}
 
 
+#: evidence columns holding JSON text
+EVIDENCE_JSON_COLUMNS = ("z_true", "z_pred", "skipped", "border_colours", "centre_colours", "colour_share_true",
+                         "colour_share_pred", "diagnosis")
+
+
+def decode_evidence(row: Mapping[str, Any]) -> dict[str, Any]:
+    """An ``evidence`` row with its JSON columns as dicts (null stays None, unreadable JSON -> {}),
+    for every reader: the stages, the backends, the dashboard and the report."""
+    out = dict(row)
+    for col in EVIDENCE_JSON_COLUMNS:
+        if out.get(col) is not None:
+            out[col] = json_dict(out[col])
+    return out
+
+
 def _num(v: Any) -> float | None:
     if v is None:
         return None

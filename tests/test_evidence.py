@@ -14,7 +14,7 @@ import pytest
 
 from _evidence_helpers import CLASSES, planted_images, predict, train_planted, write_hand_run
 from contracts import check_contracts
-from lens import measure
+from lens import diagnosis, measure
 from lens.backends.base import HypothesisRequest
 from lens.backends.measured import MeasuredBackend
 from lens.grounding import check_answer
@@ -97,7 +97,7 @@ def test_planted_run_end_to_end(planted, wh):
     assert sorted(ev) == fail_ids.tolist()
 
     # injected label flips: confident learning over the whole split finds them well above chance (2%)
-    _, issue = stage.label_signals(p["noisy"], p["probs"])
+    _, issue = diagnosis.label_signals(p["noisy"], p["probs"])
     flagged = set(np.flatnonzero(issue).tolist())
     flips = set(p["flipped"].tolist())
     precision = len(flagged & flips) / max(len(flagged), 1)
@@ -170,7 +170,6 @@ def test_planted_run_end_to_end(planted, wh):
     # and the tags are the scores thresholded
     from sklearn.metrics import average_precision_score
 
-    from lens import diagnosis
 
     order = sorted(ev)
     truth = np.array([e in flips for e in order])

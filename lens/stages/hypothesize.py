@@ -48,7 +48,6 @@ STAGE = "hypothesize"
 #: (a commit costs tens of ms: connection, WAL, checkpoint; batches keep it off the answer rate)
 BATCH_SIZE = 128
 BATCH_SECONDS = 2.0
-JSON_EVIDENCE_COLUMNS = ("z_true", "z_pred", "skipped")
 _TABLES = ("claims", "hypothesis_dimensions", "hypotheses")
 _DONE = object()
 
@@ -131,15 +130,9 @@ def _rows(con, sql: str, params: list[Any]) -> list[dict[str, Any]]:
 
 
 def _decode_evidence(row: dict[str, Any]) -> dict[str, Any]:
-    out = dict(row)
-    for col in JSON_EVIDENCE_COLUMNS:
-        v = out.get(col)
-        if isinstance(v, str):
-            try:
-                out[col] = json.loads(v)
-            except json.JSONDecodeError:
-                pass
-    return out
+    from lens.measure import decode_evidence
+
+    return decode_evidence(row)
 
 
 def _grounding(name: str):

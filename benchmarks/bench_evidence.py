@@ -94,9 +94,11 @@ def main() -> None:
 
     # bare baselines
     t = time.perf_counter()
-    q = ev_feat[:n_fail] / np.linalg.norm(ev_feat[:n_fail], axis=1, keepdims=True)
+    # the stage searches neighbours for EVERY evaluation example (detection power needs them), so
+    # the baseline searches all of them too
+    q = ev_feat / np.linalg.norm(ev_feat, axis=1, keepdims=True)
     tt = tr_feat / np.linalg.norm(tr_feat, axis=1, keepdims=True)
-    for s in range(0, n_fail, 512):
+    for s in range(0, len(q), 512):
         np.argpartition(-(q[s : s + 512] @ tt.T), 9, axis=1)[:, :10]
     bare_nn = time.perf_counter() - t
     t = time.perf_counter()
@@ -110,8 +112,8 @@ def main() -> None:
 
     print(f"\nevidence for {res.computed:,} failures: {total:.1f} s total (target < 120 s)")
     print(f"{'part':<16}{'seconds':>9}   bare baseline")
-    bare = {"neighbours": ("numpy top-10 only", bare_nn), "saliency": ("forward pass only", bare_fwd),
-            "model_signals": ("cleanlab only", bare_cl)}
+    bare = {"neighbours": ("numpy top-10 of all eval only", bare_nn), "saliency": ("forward pass only", bare_fwd),
+            "label_quality": ("cleanlab only", bare_cl)}
     for part, sec in res.timings.items():
         b = bare.get(part)
         extra = f"   {b[0]} {b[1]:.1f} s (x{sec / max(b[1], 1e-9):.1f})" if b else ""

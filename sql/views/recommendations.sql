@@ -53,25 +53,25 @@ latest_experiment as (
     where r = 1
 ),
 tested as (
+    -- the overall row and the targeted-cluster row of each arm, read once
     select
-        o.parent_run_id as run_id,
-        o.targeted_cluster_id as cluster_id,
-        o.experiment_id,
-        o.arm,
-        o.seeds,
-        o.verdict as effect,
-        o.delta as lift,
-        o.delta_lower as lift_lower,
-        o.delta_upper as lift_upper,
-        c.delta as cluster_lift,
-        c.delta_lower as cluster_lift_lower,
-        c.delta_upper as cluster_lift_upper,
-        c.verdict as cluster_effect
-    from recommendation_effects as o
-    join latest_experiment as l on l.experiment_id = o.experiment_id
-    left join recommendation_effects as c
-        on c.experiment_id = o.experiment_id and c.arm = o.arm and c.scope = 'cluster' and c.targeted
-    where o.scope = 'overall'
+        e.parent_run_id as run_id,
+        e.targeted_cluster_id as cluster_id,
+        e.experiment_id,
+        e.arm,
+        max(e.seeds) as seeds,
+        max(case when e.scope = 'overall' then e.verdict end) as effect,
+        max(case when e.scope = 'overall' then e.delta end) as lift,
+        max(case when e.scope = 'overall' then e.delta_lower end) as lift_lower,
+        max(case when e.scope = 'overall' then e.delta_upper end) as lift_upper,
+        max(case when e.scope = 'cluster' then e.delta end) as cluster_lift,
+        max(case when e.scope = 'cluster' then e.delta_lower end) as cluster_lift_lower,
+        max(case when e.scope = 'cluster' then e.delta_upper end) as cluster_lift_upper,
+        max(case when e.scope = 'cluster' then e.verdict end) as cluster_effect
+    from recommendation_effects as e
+    join latest_experiment as l on l.experiment_id = e.experiment_id
+    where e.scope = 'overall' or e.targeted
+    group by all
 ),
 measured as (
     select

@@ -448,6 +448,8 @@ def keyphrase_names(
         phrases = sorted({p for c in ids for p, _ in scored[c]})
         if phrases:
             E = np.asarray(encode(phrases), dtype=np.float32)
+            if E.shape[1] != V.shape[1]:
+                raise ValueError(f"encode gives {E.shape[1]}-d vectors, the texts' vectors are {V.shape[1]}-d")
             E /= np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
             emb = dict(zip(phrases, E))
             sims = E @ cent.T  # (phrases, clusters)

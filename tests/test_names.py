@@ -151,3 +151,16 @@ def test_cli_prints_short_names_and_the_example_apart(cli, model):
     for phrase in PLANTED:
         assert phrase in out.lower()
     assert out.count("e.g. ") == 4
+
+
+def test_an_embedder_that_no_longer_matches_the_vectors_falls_back_to_ctfidf(wh):
+    # the seeded run's "all-MiniLM-L6-v2" vectors are 8-d: the real model (384-d) cannot rank
+    # phrases against their centroids, so names come from c-TF-IDF alone, with a warning
+    from _seed import seed_complete_run
+
+    seed_complete_run(wh)
+    res = cluster_stage.run(wh, run_id="demo", k_min=2, k_max=3, min_size=2, progress=False)
+    assert any("c-TF-IDF alone" in w and "384-d" in w and "8-d" in w for w in res.warnings)
+    cl = wh.query("select dimension, name, name_method from clusters where cluster_id >= 0")
+    assert (cl.name_method == "keyphrase").all()
+    assert not cl.duplicated(["dimension", "name"]).any()

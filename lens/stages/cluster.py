@@ -117,14 +117,20 @@ class _OllamaNamer:
         return name or None
 
 
-def _phrase_encoder(embedder: str) -> tuple[Callable[[list[str]], np.ndarray] | None, str | None]:
-    """(encode, None) with the run's embedder for ranking keyphrases, or (None, why not)."""
+def _phrase_encoder(embedder: str, dim: int) -> tuple[Callable[[list[str]], np.ndarray] | None, str | None]:
+    """(encode, None) with the run's embedder for ranking keyphrases, or (None, why not).
+
+    ``dim``: the length of the stored vectors; an embedder of another size (the name now
+    loads a different model) cannot be compared with their centroids.
+    """
     from lens.backends import embedders
 
     try:
         model = embedders.create(embedder)
     except (LensError, OSError, ValueError) as exc:
         return None, str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    if model.dim != dim:
+        return None, f"it makes {model.dim}-d vectors, the stored embeddings are {dim}-d"
     return (lambda phrases: model.encode(phrases, batch_size=256)), None
 
 
@@ -268,12 +274,6 @@ def run(
     namer = _OllamaNamer(label_model, ollama_host, seed) if labeler == "ollama" else None
     method = f"ollama:{label_model}" if labeler == "ollama" else None
     warnings: list[str] = []
-    encode = None
-    if labeler in ("keyphrase", "ollama"):  # ollama's fallback names are keyphrases too
-        encode, why = _phrase_encoder(embedder)
-        if why:
-            warnings.append(f"Cluster names ranked by c-TF-IDF alone: the embedder {embedder!r} could not be "
-                            f"loaded to rank keyphrases against the centroids ({why}).")
     all_dims = tbl.column("dimension").to_numpy(zero_copy_only=False)
     hyp = np.asarray(tbl.column("hypothesis_id").to_pylist(), dtype=object)
     ex = tbl.column("example_id").to_numpy(zero_copy_only=False)
@@ -284,6 +284,12 @@ def run(
         raise LensError(f"Embeddings of {embedder!r} in run {run_id!r} have mixed lengths: rerun `lens embed`.")
     flat = vec_col.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
     all_X = flat.reshape(len(tbl), -1)
+    encode = None
+    if labeler in ("keyphrase", "ollama") and len(tbl):  # ollama's fallback names are keyphrases too
+        encode, why = _phrase_encoder(embedder, all_X.shape[1])
+        if why:
+            warnings.append(f"Cluster names ranked by c-TF-IDF alone: the embedder {embedder!r} could not be "
+                            f"used to rank keyphrases against the centroids ({why}).")
 
     from tqdm.auto import tqdm
 

@@ -19,9 +19,10 @@ duckdb; nothing is downloaded at run time. Every problem found while opening (mi
 package, bad catalog string, PostgreSQL unreachable or refusing, data folder not writable)
 is one :class:`~lens.errors.LensError` line saying what to fix, raised before any work.
 
-Inside a process the lake is attached once, in one in-memory DuckDB instance, and every
-:meth:`Warehouse.connect` gets its own cursor on it with the lake as default database
-(``USE``). DuckLake's commits are optimistic: a conflicting one raises, and
+Inside a process a PostgreSQL lake is attached once, in one in-memory DuckDB instance, and
+every :meth:`Warehouse.connect` gets its own cursor on it with the lake as default database
+(``USE``). A local catalog file takes DuckDB's file lock like a warehouse file, so there each
+connection attaches it afresh and lets go when it closes (processes take turns). DuckLake's commits are optimistic: a conflicting one raises, and
 :meth:`Warehouse.transaction` replays it (see :class:`ReplayingConnection`).
 """
 
@@ -103,7 +104,8 @@ class LakeLocation:
 
     @property
     def key(self) -> str:
-        return f"{self.spec}\x1f{self.data}"
+        """Which lake this is within a process (the data folder is the catalog's to say)."""
+        return self.spec
 
     @property
     def parent(self) -> Path:
@@ -197,8 +199,14 @@ def extension_path(name: str) -> Path:
     return path
 
 
+class CatalogLockedError(LensError):
+    """A local catalog file is held by another process (DuckDB's file lock)."""
+
+
 def _explain_attach_error(loc: LakeLocation, exc: duckdb.Error) -> LensError:
     text = str(exc)
+    if "Could not set lock" in text or "Conflicting lock" in text:
+        return CatalogLockedError(f"The lake's catalog file {loc.catalog} is held by another process: {text}")
     m = re.search(r'Unable to connect to Postgres at "[^"]*": (.*)', text, re.S)
     if m:
         reason = " ".join(m.group(1).split()).replace("\tIs the server", " Is the server")

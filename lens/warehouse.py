@@ -71,6 +71,8 @@ _migrate_lock = threading.Lock()
 _open_close_lock = threading.Lock()
 # one DuckDB instance per lake and process, the lake attached once; connections are cursors on it
 _lake_roots: dict[str, duckdb.DuckDBPyConnection] = {}
+_lake_refs: dict[str, int] = {}  # open connections per lake (a local catalog file is closed at 0)
+_lake_data: dict[str, str | None] = {}  # each lake's data folder
 _lake_lock = threading.Lock()
 
 
@@ -153,20 +155,63 @@ class Warehouse:
 
     # -- connections -------------------------------------------------------------------
 
+    def _attach_waiting(self, read_only: bool, sandbox: bool) -> duckdb.DuckDBPyConnection:
+        """A fresh instance with the lake attached; a local catalog file held by another process
+        is retried with backoff for ``lock_timeout`` seconds, like a warehouse file."""
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.05
+        while True:
+            try:
+                with _open_close_lock:
+                    return lake.attach(self.lake, read_only=read_only, sandbox=sandbox)
+            except lake.CatalogLockedError as exc:
+                if time.monotonic() >= deadline:
+                    raise WarehouseLockedError(
+                        f"The lake's catalog file {self.lake.catalog} is held by {_lock_holder(str(exc))}. "
+                        f"Lens retried for {self.lock_timeout:.0f}s. Wait for that command to finish or stop "
+                        f"it, or raise {ENV_LOCK_TIMEOUT} to wait longer."
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 1.5, 0.5)
+
     def _open_lake(self, read_only: bool, sandbox: bool) -> duckdb.DuckDBPyConnection:
         assert self.lake is not None
         if sandbox:  # its own instance: the settings that lock it down are per instance
             if self.lake.key not in _migrated:
                 with self.connect():  # create the schema first, as for a new file
                     pass
-            return lake.attach(self.lake, read_only=True, sandbox=True)
+            return self._attach_waiting(True, True)
+        key = self.lake.key
         with _lake_lock:
-            root = _lake_roots.get(self.lake.key)
+            root = _lake_roots.get(key)
             if root is None:
-                root = _lake_roots[self.lake.key] = lake.attach(self.lake)
+                # a local catalog file takes DuckDB's file lock: wait for it like for a warehouse file
+                root = self._attach_waiting(False, False) if self.lake.kind == "duckdb" else lake.attach(self.lake)
+                _lake_roots[key] = root
+                _lake_data[key] = self.lake.data  # given, or learned from the catalog by attach
+            if self.lake.data is None:
+                self.lake.data = _lake_data.get(key)
+            _lake_refs[key] = _lake_refs.get(key, 0) + 1
             con = root.cursor()
-        con.execute("use lens_lake")
+        try:
+            con.execute("use lens_lake")
+        except BaseException:
+            self._release_lake(con)
+            raise
         return con
+
+    def _release_lake(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Close a cursor on the shared instance; a local catalog file is let go with the last one,
+        so other processes can take their turn (a PostgreSQL lake stays attached)."""
+        assert self.lake is not None
+        with _open_close_lock:
+            con.close()
+        key = self.lake.key
+        with _lake_lock:
+            _lake_refs[key] = _lake_refs.get(key, 1) - 1
+            if _lake_refs[key] <= 0 and self.lake.kind == "duckdb" and key in _lake_roots:
+                with _open_close_lock:
+                    _lake_roots.pop(key).close()
 
     def _open(self, read_only: bool, sandbox: bool = False) -> duckdb.DuckDBPyConnection:
         if self.lake is not None:
@@ -229,8 +274,11 @@ class Warehouse:
                 ) from exc
             raise
         finally:
-            with _open_close_lock:
-                con.close()
+            if self.lake is not None and not sandbox:
+                self._release_lake(con)
+            else:
+                with _open_close_lock:
+                    con.close()
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -265,9 +313,15 @@ class Warehouse:
         """One line naming the warehouse (passwords hidden)."""
         return str(self.path)
 
+    def _home(self) -> Path:
+        """The folder artifacts are relative to: the DuckDB file's, or a lake's data folder."""
+        if self.lake is not None and self.lake.data is None:
+            self.check()  # the catalog knows its data folder
+        return self.path.parent
+
     def artifact_dir(self, run_id: str) -> Path:
-        """Folder for a run's files (model checkpoint), beside the DuckDB file."""
-        base = Path("artifacts") if self.memory else self.path.parent / "artifacts"
+        """Folder for a run's files (model checkpoint), beside the DuckDB file (a lake: its data)."""
+        base = Path("artifacts") if self.memory else self._home() / "artifacts"
         d = base / safe_name(run_id)
         d.mkdir(parents=True, exist_ok=True)
         return d
@@ -280,7 +334,7 @@ class Warehouse:
         p = Path(path).resolve()
         if not self.memory:
             try:
-                return p.relative_to(self.path.parent.resolve()).as_posix()
+                return p.relative_to(self._home().resolve()).as_posix()
             except ValueError:
                 pass
         return str(p)
@@ -298,7 +352,7 @@ class Warehouse:
         stored absolute path) is returned, for the caller's "not found" message.
         """
         p = Path(stored)
-        home = Path.cwd() if self.memory else self.path.parent
+        home = Path.cwd() if self.memory else self._home()
         primary = p if p.is_absolute() else home / p
         candidates = [primary, p]
         if "artifacts" in p.parts[:-1]:

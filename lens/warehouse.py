@@ -76,6 +76,13 @@ _lake_data: dict[str, str | None] = {}  # each lake's data folder
 _lake_lock = threading.Lock()
 
 
+class CatalogUnreachableError(WarehouseLockedError):
+    """A lake's PostgreSQL catalog stopped answering while a command was using it.
+
+    A kind of :class:`WarehouseLockedError`, so the review app keeps the verdict queued and
+    retries it (the connection pool reconnects once the server is back)."""
+
+
 class WriteConflictError(WarehouseLockedError):
     """A DuckLake commit kept conflicting with other writers', or what it read changed under it.
 
@@ -195,10 +202,22 @@ class Warehouse:
             con = root.cursor()
         try:
             con.execute("use lens_lake")
-        except BaseException:
+        except BaseException as exc:
             self._release_lake(con)
+            if isinstance(exc, duckdb.Error):
+                self._raise_lost_catalog(exc)
             raise
         return con
+
+    def _raise_lost_catalog(self, exc: duckdb.Error) -> None:
+        """A lake whose PostgreSQL stopped answering: one line (CatalogUnreachableError), no traceback."""
+        if self.lake is not None and "Unable to connect to Postgres" in str(exc):
+            reason = re.search(r"failed: ([^\n]*)", str(exc))
+            raise CatalogUnreachableError(
+                f"Lost the lake's PostgreSQL catalog ({self.lake}): "
+                f"{reason.group(1).strip() if reason else 'cannot connect'}. Nothing of the interrupted "
+                f"write was stored; run the command again once PostgreSQL answers."
+            ) from None
 
     def _release_lake(self, con: duckdb.DuckDBPyConnection) -> None:
         """Close a cursor on the shared instance; a local catalog file is let go with the last one,
@@ -266,6 +285,7 @@ class Warehouse:
                             _migrated.add(key)
             yield con
         except duckdb.Error as exc:
+            self._raise_lost_catalog(exc)
             if _is_disk_full(exc):
                 raise LensError(
                     f"The disk holding the warehouse {self.path} is full (No space left on device): "

@@ -318,3 +318,24 @@ def test_a_local_catalog_file_is_taken_in_turns_like_a_warehouse_file(tmp_path):
         holder.wait(30)
     with wh.connect() as con:
         assert con.execute("select count(*) from lens_meta where key in ('a', 'b')").fetchone()[0] == 2
+
+
+def test_a_catalog_server_that_goes_away_mid_use_is_one_line_and_comes_back(postgres, tmp_path):
+    from lens.warehouse import CatalogUnreachableError
+
+    lake = f"ducklake:{postgres.catalog(postgres.create_db('restart'))}"
+    wh = Warehouse(lake, lake_data=tmp_path / "data", lock_timeout=10)
+    with wh.transaction() as con:
+        con.execute("insert into lens_meta values ('before', '1')")
+    postgres.stop()
+    try:
+        with pytest.raises(CatalogUnreachableError, match="Lost the lake's PostgreSQL catalog .* Connection refused"):
+            with wh.transaction() as con:
+                con.execute("insert into lens_meta values ('while-down', '1')")
+    finally:
+        postgres.start()
+    with wh.transaction() as con:  # the same process goes on once the server is back
+        con.execute("insert into lens_meta values ('after', '1')")
+    with wh.connect() as con:
+        keys = {r[0] for r in con.execute("select key from lens_meta").fetchall()}
+    assert {"before", "after"} <= keys and "while-down" not in keys

@@ -63,6 +63,11 @@ _CONFLICT = ("Transaction conflict", "Failed to commit DuckLake transaction", "c
              "duplicate key value violates unique constraint")
 
 
+def hide_password(text: str) -> str:
+    """``text`` with every libpq ``password=...`` value replaced by ``***``."""
+    return re.sub(r"(password\s*=\s*)('[^']*'|[^\s\"]+)", r"\1***", text)
+
+
 def is_lake(spec: object) -> bool:
     return isinstance(spec, LakeLocation) or str(spec).startswith(PREFIX)
 
@@ -91,7 +96,7 @@ class LakeLocation:
     # -- what it looks like -------------------------------------------------------------
 
     def __str__(self) -> str:
-        return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", self.spec)
+        return hide_password(self.spec)
 
     def __repr__(self) -> str:
         return f"LakeLocation({str(self)!r}, data={self.data!r})"
@@ -217,7 +222,7 @@ def _explain_attach_error(loc: LakeLocation, exc: duckdb.Error) -> LensError:
     if "data_path is not set" in text:
         return LensError(f"The lake {loc} does not exist yet: pass --lake-data DIR (or set {ENV_LAKE_DATA}) "
                          f"to create it with its Parquet files in DIR.")
-    first = " ".join(text.split())
+    first = hide_password(" ".join(text.split()))
     return LensError(f"Cannot open the lake {loc}: {first}")
 
 

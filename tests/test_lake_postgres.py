@@ -339,3 +339,22 @@ def test_a_catalog_server_that_goes_away_mid_use_is_one_line_and_comes_back(post
     with wh.connect() as con:
         keys = {r[0] for r in con.execute("select key from lens_meta").fetchall()}
     assert {"before", "after"} <= keys and "while-down" not in keys
+
+
+def test_a_catalog_password_is_never_printed():
+    from lens.lake import LakeLocation
+
+    loc = LakeLocation("ducklake:postgres:dbname=lens host=db.lan password='s3 cret' user=ana")
+    wh = Warehouse(loc)
+    assert "s3 cret" not in str(wh.path) and "s3 cret" not in wh.describe() and "password=***" in str(loc)
+    assert "s3cret" not in str(LakeLocation("ducklake:postgres:dbname=lens password=s3cret"))
+    assert wh.lake.params["password"] == "s3 cret"  # still given to PostgreSQL
+
+
+def test_a_password_in_a_refused_catalog_string_stays_out_of_the_error(postgres):
+    spec = f"ducklake:postgres:dbname=nodb host=127.0.0.1 port={postgres.port} user=lens password=hunter2"
+    out = _lens("--warehouse", spec, "status", expect=1)
+    assert "hunter2" not in out and 'database "nodb" does not exist' in out
+    from lens.lake import hide_password
+
+    assert hide_password('at "dbname=x password=hunter2 host=h": failed') == 'at "dbname=x password=*** host=h": failed'

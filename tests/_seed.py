@@ -162,6 +162,9 @@ def seed_complete_run(
         "true_prob": pa.array(true_p[:f].astype(np.float32)),
         "true_rank": pa.array((1 + (probs[:f] > true_p[:f, None]).sum(1)).astype(np.int32)),
         "label_quality": pa.array(label_quality), "label_issue": pa.array(label_quality < 0.2),
+        # the diagnosis scores (lens.diagnosis): seeded, not computed; low label quality = likely error
+        "label_error_score": pa.array((1 - label_quality).astype(np.float32)),
+        "ambiguity_score": pa.array(rng.uniform(0, 1, f).astype(np.float32)),
         "neighbour_ids": _list(rng.integers(0, 50_000, (f, k_nb)).astype(np.int64), pa.int64()),
         "neighbour_labels": _list(nb_labels, pa.int32()),
         "neighbour_sims": _list(rng.uniform(0.5, 1, (f, k_nb)).astype(np.float32), pa.float32()),

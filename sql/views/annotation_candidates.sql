@@ -14,19 +14,23 @@ with scored as (
     where label_error_score is not null
 ),
 tag_checks as (
+    -- the latest answer with a data_quality part for each failure, with its tag check when the
+    -- tag was checked (an answer without a tag, or one stored before tag checks, has none)
     select
-        c.run_id,
-        c.example_id,
-        c.claim as tag,
+        h.run_id,
+        h.example_id,
+        d.tag,
         c.verdict as tag_check,
         c.fact as tag_check_fact,
         h.hypothesis_id,
         h.backend
-    from claims as c
-    join hypotheses as h on h.hypothesis_id = c.hypothesis_id
-    where c.kind = 'tag' and c.dimension = 'data_quality'
+    from hypotheses as h
+    join hypothesis_dimensions as d on d.hypothesis_id = h.hypothesis_id and d.dimension = 'data_quality'
+    left join claims as c
+        on c.hypothesis_id = h.hypothesis_id and c.kind = 'tag' and c.dimension = 'data_quality'
+    where h.status = 'ok'
     qualify row_number() over (
-        partition by c.run_id, c.example_id order by h.created_at desc, h.hypothesis_id
+        partition by h.run_id, h.example_id order by h.created_at desc, h.hypothesis_id
     ) = 1
 ),
 final as (

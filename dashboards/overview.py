@@ -238,15 +238,19 @@ def cluster_section(data: dict[str, Any]) -> html.Section:
                 html.Td(dcc.Link(clip(name, NAME_CHARS), href=review_href(run, dim=dim, cluster=cid),
                                  className="cluster-link", id=f"cluster-link-{dim}-{cid}",
                                  title=clipped_title(name, NAME_CHARS))),
-                html.Td(f"{c['size']:,}"),
+                html.Td(f"{c['size']:,}", className="num"),
                 html.Td(purity_text(c), className="purity", id=f"purity-{dim}-{cid}"),
                 html.Td(thumbs, className="thumbs"),
+                html.Td(html.Div(clip(c["medoid_text"] or "—", CELL_CHARS), className="one-line"),
+                        title=clip(c["medoid_text"], TITLE_CHARS) if c["medoid_text"] else None,
+                        className="example"),
             ]))
         blocks.append(html.Div(className="dimension", children=[
             html.H3(dim),
-            html.Table(className="grid cluster-grid", id=f"clusters-{dim}", children=[
-                html.Thead(html.Tr([html.Th(h) for h in ("cluster", "size", "purity so far", "representatives")])),
-                html.Tbody(rows or [html.Tr(html.Td("Not clustered yet (lens cluster).", colSpan=4))]),
+            html.Table(className="grid cluster-grid wide", id=f"clusters-{dim}", children=[
+                html.Thead(html.Tr([html.Th(h) for h in ("cluster", "size", "purity so far", "representatives",
+                                                          "typical answer (the medoid)")])),
+                html.Tbody(rows or [html.Tr(html.Td("Not clustered yet (lens cluster).", colSpan=5))]),
             ]),
         ]))
     return html.Section(className="panel", children=[html.H2("Clusters"), *blocks])

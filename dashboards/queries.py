@@ -79,7 +79,7 @@ def overview(wh: Warehouse, run_id: str) -> dict[str, Any]:
         out["clusters"] = _rows(
             con,
             """
-            select p.*, c.representatives,
+            select p.*, c.representatives, c.medoid_text,
                    (select list(m.example_id order by list_position(c.representatives, m.hypothesis_id))
                     from cluster_members as m
                     where m.run_id = c.run_id and m.dimension = c.dimension

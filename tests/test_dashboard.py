@@ -86,6 +86,13 @@ def test_dashboard_cluster_to_review_verdict_and_purity(page, base_url_, seeded_
         cells = row.split("\t")
         assert cells[0] == name and cells[1] == f"{s:,}" and cells[4] == f"{f:.3f}"
 
+    # each cluster row shows its typical answer (the medoid, stored by lens cluster) beside the name
+    with wh.connect() as con:
+        medoid = con.execute("select medoid_text from clusters where run_id = 'demo' and dimension = 'visual_cause'"
+                             " and cluster_id = 0").fetchone()[0]
+    example = page.locator("#clusters-visual_cause tbody tr").first.locator("td.example")
+    assert medoid and example.get_attribute("title") == medoid and example.inner_text() == medoid
+
     purity = page.locator("#purity-visual_cause-0")
     before = purity.inner_text()
     members = seeded.clusters["visual_cause"][0]
@@ -124,7 +131,13 @@ def test_review_keys_contradicted_claims_and_reviewer(page, base_url_, seeded_wh
                             [hyp]).fetchone()[0]
     marks = page.locator(f".dim-card[data-dimension='{dim}'] mark.contradicted").all_inner_texts()
     assert [m.lower() for m in marks] == [claim.lower()]
-    pos = seeded.hypothesis_ids.index(hyp) + 1
+    # the queue: by label-error score, then ambiguity score (no tag is contradicted in the seed)
+    with wh.connect() as con:
+        scores = dict(con.execute(
+            "select h.hypothesis_id, (e.label_error_score, e.ambiguity_score) from hypotheses as h"
+            " join evidence as e on e.run_id = h.run_id and e.example_id = h.example_id where h.status = 'ok'").fetchall())
+    order = sorted(seeded.hypothesis_ids, key=lambda h: tuple(-v for v in scores[h]))
+    pos = order.index(hyp) + 1
     assert page.locator("#progress").inner_text().startswith(f"failure {pos} of {len(seeded.hypothesis_ids)}")
 
     # typing in an input is not a shortcut
@@ -142,9 +155,10 @@ def test_review_keys_contradicted_claims_and_reviewer(page, base_url_, seeded_wh
     page.keyboard.press("Tab")
     page.wait_for_selector(".dim-card.selected[data-dimension='overall']")
 
-    page.keyboard.press("j")
-    page.wait_for_selector(f"#progress:has-text('failure {pos + 1} of')")
-    page.keyboard.press("ArrowLeft")
+    step, back = ("j", "ArrowLeft") if pos < len(order) else ("k", "ArrowRight")
+    page.keyboard.press(step)
+    page.wait_for_selector(f"#progress:has-text('failure {pos + 1 if step == 'j' else pos - 1} of')")
+    page.keyboard.press(back)
     page.wait_for_selector(f".failure[data-hypothesis='{hyp}']")
     # the reviewer name is remembered across visits (local storage)
     page.reload()

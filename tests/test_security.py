@@ -228,7 +228,6 @@ SINK_METHODS = {"execute", "executemany", "sql", "query"}
 
 #: (file, interpolated expression) -> why it is an identifier (or SQL text) of our own code, never a value
 ALLOWED_INTERPOLATIONS: dict[tuple[str, str], str] = {
-    ("lens/commands/query.py", "t"): "t in STAGE_TABLES, a constant list of table names",
     ("lens/pipeline.py", "table"): "table from a literal tuple of table names in _state",
     ("lens/stages/report.py", "t"): "t from a literal tuple of table names",
     ("lens/stages/hypothesize.py", "table"): "table in _TABLES, a constant tuple of table names",

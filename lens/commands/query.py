@@ -1,8 +1,7 @@
-"""`lens sql` and `lens status`: look into the warehouse."""
+"""`lens sql`: query the warehouse (read-only unless --write)."""
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
@@ -151,48 +150,4 @@ def sql(wh, query, fmt, write, max_rows):
         _print_frame(df, fmt, None if max_rows == 0 else max_rows)
 
 
-STAGE_TABLES = [
-    "predictions", "failures", "training_log", "features", "samples", "hypotheses",
-    "evidence", "claims", "embeddings", "clusters", "cluster_members", "verdicts",
-]
-
-
-@click.command()
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.pass_obj
-def status(wh, fmt):
-    """Per run: rows in each table and which stages have run.
-
-    \b
-    Example:
-      lens status
-    """
-    with wh.connect(read_only=True) as con:
-        runs = con.execute("select run_id, kind, created_at from runs order by created_at").fetchall()
-        report = []
-        for run_id, kind, created in runs:
-            counts = {
-                t: con.execute(f"select count(*) from {t} where run_id = ?", [run_id]).fetchone()[0]
-                for t in STAGE_TABLES
-            }
-            stages = con.execute(
-                "select stage, status, finished_at from stage_runs where run_id = ? order by finished_at", [run_id]
-            ).fetchall()
-            report.append({
-                "run_id": run_id, "kind": kind, "created_at": str(created), "rows": counts,
-                "stages": {s: {"status": st, "finished_at": str(f)} for s, st, f in stages},
-            })
-    if fmt == "json":
-        click.echo(json.dumps(report, indent=2))
-        return
-    click.echo(f"Warehouse: {wh.path}")
-    if not report:
-        click.echo("No runs yet: start with `lens train` or `lens ingest`.")
-    for r in report:
-        click.echo(f"\nrun {r['run_id']}  ({r['kind']}, created {r['created_at'][:19]})")
-        stages = ", ".join(f"{s}" + ("" if v["status"] == "done" else f" ({v['status']})") for s, v in r["stages"].items())
-        click.echo(f"  stages: {stages or 'none'}")
-        click.echo("  rows:   " + "  ".join(f"{t}={n:,}" for t, n in r["rows"].items() if n))
-
-
-commands = [sql, status]
+commands = [sql]

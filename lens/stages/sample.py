@@ -33,6 +33,7 @@ from lens.errors import LensError
 from lens.warehouse import Warehouse, class_names, record_stage, replace_rows, require_run, utcnow
 
 STRATEGIES = ("per-class", "per-pair", "lowest-confidence", "all")
+DEFAULT_STRATEGY = "per-class"
 DEFAULT_PER_CLASS = 15
 
 
@@ -54,7 +55,7 @@ def choose(
     preds: np.ndarray,
     confidence: np.ndarray,
     *,
-    strategy: str = "per-class",
+    strategy: str = DEFAULT_STRATEGY,
     per_class: int = DEFAULT_PER_CLASS,
     n: int | None = None,
     seed: int = 0,
@@ -115,7 +116,7 @@ def run(
     warehouse: Warehouse,
     *,
     run_id: str | None = None,
-    strategy: str = "per-class",
+    strategy: str = DEFAULT_STRATEGY,
     per_class: int = DEFAULT_PER_CLASS,
     n: int | None = None,
     seed: int = 0,

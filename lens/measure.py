@@ -381,20 +381,23 @@ def margin(probs: np.ndarray) -> np.ndarray:
 
 
 def entropy(probs: np.ndarray) -> np.ndarray:
-    """Shannon entropy in nats per row (0 log 0 = 0).
+    """Shannon entropy in nats per row (0 log 0 = 0), by ``scipy.stats.entropy``.
 
     Parameters
     ----------
     probs : ndarray, shape (N, C)
+        Rows are probability vectors (scipy would rescale a row that does not sum to 1).
 
     Returns
     -------
     ndarray of float64, shape (N,)
     """
+    from scipy.stats import entropy as scipy_entropy
+
     p = np.asarray(probs, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(p > 0, -p * np.log(p), 0.0)
-    return terms.sum(axis=1)
+    if p.shape[0] == 0:
+        return np.zeros(0)
+    return scipy_entropy(p, axis=1)
 
 
 def true_rank(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import re
 
 import numpy as np
 import pytest
 import torch
+from scipy.stats import binomtest
 from click.testing import CliRunner
 
 from lens import augment
@@ -90,11 +90,10 @@ def test_a_stage_run_by_hand_invalidates_what_follows(pipeline, cifar_dir):
     assert "data quality:" in output  # tag counts relative to the sample
 
 
-def _wilson(agree: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    p = agree / n
-    centre = p + z * z / (2 * n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
+def _wilson(agree: int, n: int) -> tuple[float, float]:
+    """Wilson score 95% interval from scipy, independent of the SQL view."""
+    ci = binomtest(agree, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return ci.low, ci.high
 
 
 def test_verdicts_reorder_recommendations(pipeline, tmp_path):

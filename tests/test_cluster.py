@@ -228,6 +228,26 @@ def test_ollama_labeler_and_fallback(wh, model):
     assert (wh.query("select name_method from clusters").name_method == "keyphrase+centroid").all()
 
 
+def test_ollama_labeler_finds_the_server_through_ollama_host(cli, model, monkeypatch):
+    """`lens cluster --labeler ollama` without --ollama-host asks the server $OLLAMA_HOST names
+    (here without a scheme, as Ollama's own CLI accepts it), not the default port."""
+    _seed_planted(cli.wh, model, GROUPS)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeOllama)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _FakeOllama.prompts = []
+    monkeypatch.setenv("OLLAMA_HOST", f"127.0.0.1:{server.server_address[1]}")
+    try:
+        out = cli("cluster", "--run", "r1", "--k-min", "5", "--k-max", "5", "--min-size", "3",
+                  "--labeler", "ollama", "--label-model", "fake:1b").output
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "unavailable" not in out and len(_FakeOllama.prompts) == 5
+    cl = cli.wh.query("select name, name_method, medoid_text from clusters order by cluster_id")
+    assert (cl.name_method == "ollama:fake:1b").all()
+    assert [n for n in cl.name] == [f"Group of {t[:20]}".strip() for t in cl.medoid_text]
+
+
 def test_k_range_clipping_keeps_a_silhouette_choice():
     from lens.clustering import k_range
 

@@ -17,9 +17,10 @@ Each dimension is clustered on its own (see :mod:`lens.clustering` for the steps
   relevance), e.g. ``"motion blur, out of focus"``; name_method ``'keyphrase+centroid'``
   (``'keyphrase'`` with ``labeler='ctfidf'``, or when the embedder cannot be loaded, which
   ``warnings`` says). Siblings never share a name. The medoid answer, the example, is kept
-  apart in ``medoid_text``. With ``labeler='ollama'`` an Ollama text model names
-  each cluster from its representatives (name_method ``'ollama:<model>'``); if the
-  server cannot be reached the stage falls back to keyphrases and says so in ``warnings``.
+  apart in ``medoid_text``. With ``labeler='ollama'`` an Ollama text model (at ``ollama_host``,
+  else ``$OLLAMA_HOST``, else Ollama's default) names each cluster from its representatives
+  (name_method ``'ollama:<model>'``); if the server cannot be reached the stage falls back to
+  keyphrases and says so in ``warnings``.
 * ``representatives``: the 5 members nearest the centroid, nearest first (the first is
   the medoid); ``distance``: cosine distance to the KMeans centroid; ``x``, ``y``: PCA map.
 
@@ -88,8 +89,10 @@ class _OllamaNamer:
     def __init__(self, model: str, host: str | None, seed: int):
         import ollama
 
+        from lens.backends.ollama_backend import resolve_host
+
         self.model = model
-        self.host = host or "http://127.0.0.1:11434"
+        self.host = resolve_host(host)  # --ollama-host, else $OLLAMA_HOST, else Ollama's default
         self.client = ollama.Client(host=self.host, timeout=60)
         self.seed = seed
         self.failed: str | None = None
@@ -238,6 +241,100 @@ def cluster_dimension(
     }
 
 
+def _check_options(k_min: int, k_max: int, min_size: int, labeler: str, label_model: str | None) -> None:
+    if not 2 <= k_min <= k_max:
+        raise LensError(f"Need 2 <= --k-min <= --k-max, got {k_min} and {k_max}.")
+    if min_size < 1:
+        raise LensError("--min-size must be at least 1.")
+    if labeler not in LABELERS:
+        raise LensError(f"Unknown labeler {labeler!r}; choose one of {', '.join(LABELERS)}.")
+    if labeler == "ollama" and not label_model:
+        raise LensError("--labeler ollama needs --label-model NAME (an Ollama text model, e.g. qwen3:8b).")
+
+
+def _vectors(tbl: pa.Table, run_id: str, embedder: str) -> np.ndarray:
+    """The ``vector`` column as one (n, d) float32 array; mixed lengths are an error."""
+    vec_col = tbl.column("vector").combine_chunks()
+    dims_len = pa.compute.list_value_length(vec_col).to_numpy(zero_copy_only=False)
+    if len(set(dims_len.tolist())) > 1:
+        raise LensError(f"Embeddings of {embedder!r} in run {run_id!r} have mixed lengths: rerun `lens embed`.")
+    flat = vec_col.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    return flat.reshape(len(tbl), -1)
+
+
+def _tables(run_id: str, dim: str, embedder: str, method: str | None, out: dict, texts: list[str],
+            hyp: np.ndarray, ex: np.ndarray, now) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """The ``clusters``, ``cluster_members`` and ``cluster_k_scores`` rows of one dimension."""
+    choice, cl = out["choice"], out["clusters"]
+    ids = sorted(cl)
+    clusters_tbl = pa.table({
+        "run_id": pa.array([run_id] * len(ids), pa.string()),
+        "dimension": pa.array([dim] * len(ids), pa.string()),
+        "cluster_id": pa.array(ids, pa.int32()),
+        "name": pa.array([cl[c]["name"] for c in ids], pa.string()),
+        "name_method": pa.array([cl[c]["name_method"] or method for c in ids], pa.string()),
+        "size": pa.array([len(cl[c]["members"]) for c in ids], pa.int32()),
+        "silhouette": pa.array([cl[c]["silhouette"] for c in ids], pa.float32()),
+        "k": pa.array([choice.k] * len(ids), pa.int32()),
+        "embedder": pa.array([embedder] * len(ids), pa.string()),
+        "representatives": pa.array(
+            [None if cl[c]["reps"] is None else [str(hyp[i]) for i in cl[c]["reps"]] for c in ids],
+            pa.list_(pa.string()),
+        ),
+        "medoid_text": pa.array([None if cl[c]["medoid"] is None else texts[cl[c]["medoid"]] for c in ids], pa.string()),
+        "created_at": pa.array([now] * len(ids), pa.timestamp("us")),
+    })
+    n = len(texts)
+    members_tbl = pa.table({
+        "run_id": pa.array([run_id] * n, pa.string()),
+        "dimension": pa.array([dim] * n, pa.string()),
+        "hypothesis_id": pa.array([str(h) for h in hyp], pa.string()),
+        "example_id": pa.array(ex.astype(np.int64), pa.int64()),
+        "cluster_id": pa.array(out["cluster_ids"].astype(np.int32), pa.int32()),
+        "kmeans_label": pa.array(choice.labels.astype(np.int32), pa.int32()),
+        "distance": pa.array(out["distance"], pa.float32()),
+        "x": pa.array(out["xy"][:, 0], pa.float32()),
+        "y": pa.array(out["xy"][:, 1], pa.float32()),
+    })
+    ks = sorted(choice.scores)
+    scores_tbl = pa.table({
+        "run_id": pa.array([run_id] * len(ks), pa.string()),
+        "dimension": pa.array([dim] * len(ks), pa.string()),
+        "k": pa.array(ks, pa.int32()),
+        "silhouette": pa.array([choice.scores[k] for k in ks], pa.float32()),
+        "chosen": pa.array([k == choice.k for k in ks], pa.bool_()),
+    })
+    return clusters_tbl, members_tbl, scores_tbl
+
+
+def _dimension_result(dim: str, out: dict, texts: list[str]) -> DimensionResult:
+    choice, cl = out["choice"], out["clusters"]
+    kept = [c for c in sorted(cl) if c >= 0]
+    return DimensionResult(
+        dimension=dim, n=len(texts), k_tried=out["k_tried"], k=choice.k,
+        silhouette=choice.scores.get(choice.k), clusters=len(kept), noise=out["noise"],
+        names={c: cl[c]["name"] for c in kept}, notes=out["notes"],
+        examples={c: texts[cl[c]["medoid"]] for c in kept},
+    )
+
+
+def _write(warehouse: Warehouse, run_id: str, dims: list[str], only_given: bool, writes: list, details: dict,
+           started) -> None:
+    """One transaction: replace the run's rows (only ``dims`` when ``only_given``) and record the stage."""
+    with warehouse.transaction() as con:
+        for table in ("clusters", "cluster_members", "cluster_k_scores"):
+            if only_given:
+                for dim in dims:
+                    delete_rows(con, table, {"run_id": run_id, "dimension": dim})
+            else:
+                delete_rows(con, table, {"run_id": run_id})
+        for clusters_tbl, members_tbl, scores_tbl in writes:
+            insert_arrow(con, "clusters", clusters_tbl)
+            insert_arrow(con, "cluster_members", members_tbl)
+            insert_arrow(con, "cluster_k_scores", scores_tbl)
+        record_stage(con, run_id, "cluster", started_at=started, details=details)
+
+
 def run(
     warehouse: Warehouse,
     *,
@@ -258,15 +355,7 @@ def run(
     """Cluster every embedded dimension of a run (see the module docstring)."""
     started = utcnow()
     t0 = time.perf_counter()
-    if not 2 <= k_min <= k_max:
-        raise LensError(f"Need 2 <= --k-min <= --k-max, got {k_min} and {k_max}.")
-    if min_size < 1:
-        raise LensError("--min-size must be at least 1.")
-    if labeler not in LABELERS:
-        raise LensError(f"Unknown labeler {labeler!r}; choose one of {', '.join(LABELERS)}.")
-    if labeler == "ollama" and not label_model:
-        raise LensError("--labeler ollama needs --label-model NAME (an Ollama text model, e.g. qwen3:8b).")
-
+    _check_options(k_min, k_max, min_size, labeler, label_model)
     with warehouse.connect() as con:
         run_id = require_run(con, run_id)
         embedder, tbl, dims = _load(con, run_id, embedder, dimensions)
@@ -278,12 +367,7 @@ def run(
     hyp = np.asarray(tbl.column("hypothesis_id").to_pylist(), dtype=object)
     ex = tbl.column("example_id").to_numpy(zero_copy_only=False)
     texts_all = tbl.column("text").to_pylist()
-    vec_col = tbl.column("vector").combine_chunks()
-    dims_len = pa.compute.list_value_length(vec_col).to_numpy(zero_copy_only=False)
-    if len(set(dims_len.tolist())) > 1:
-        raise LensError(f"Embeddings of {embedder!r} in run {run_id!r} have mixed lengths: rerun `lens embed`.")
-    flat = vec_col.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-    all_X = flat.reshape(len(tbl), -1)
+    all_X = _vectors(tbl, run_id, embedder)
     encode = None
     if labeler in ("keyphrase", "ollama") and len(tbl):  # ollama's fallback names are keyphrases too
         encode, why = _phrase_encoder(embedder, all_X.shape[1])
@@ -298,60 +382,14 @@ def run(
     now = utcnow()
     for dim in dims:
         pos = np.flatnonzero(all_dims == dim)
-        X = all_X[pos]
         texts = [texts_all[i] for i in pos]
         with tqdm(desc=f"cluster {dim}", unit="k", disable=None if progress else True) as bar:
             out = cluster_dimension(
-                X, texts, k_min=k_min, k_max=k_max, min_size=min_size, seed=seed, n_init=n_init,
+                all_X[pos], texts, k_min=k_min, k_max=k_max, min_size=min_size, seed=seed, n_init=n_init,
                 sample_size=sample_size, namer=namer, encode=encode, progress=bar.update,
             )
-        choice = out["choice"]
-        cl = out["clusters"]
-        ids = sorted(cl)
-        clusters_tbl = pa.table({
-            "run_id": pa.array([run_id] * len(ids), pa.string()),
-            "dimension": pa.array([dim] * len(ids), pa.string()),
-            "cluster_id": pa.array(ids, pa.int32()),
-            "name": pa.array([cl[c]["name"] for c in ids], pa.string()),
-            "name_method": pa.array([cl[c]["name_method"] or method for c in ids], pa.string()),
-            "size": pa.array([len(cl[c]["members"]) for c in ids], pa.int32()),
-            "silhouette": pa.array([cl[c]["silhouette"] for c in ids], pa.float32()),
-            "k": pa.array([choice.k] * len(ids), pa.int32()),
-            "embedder": pa.array([embedder] * len(ids), pa.string()),
-            "representatives": pa.array(
-                [None if cl[c]["reps"] is None else [str(hyp[pos[i]]) for i in cl[c]["reps"]] for c in ids],
-                pa.list_(pa.string()),
-            ),
-            "medoid_text": pa.array([None if cl[c]["medoid"] is None else texts[cl[c]["medoid"]] for c in ids], pa.string()),
-            "created_at": pa.array([now] * len(ids), pa.timestamp("us")),
-        })
-        n = len(pos)
-        members_tbl = pa.table({
-            "run_id": pa.array([run_id] * n, pa.string()),
-            "dimension": pa.array([dim] * n, pa.string()),
-            "hypothesis_id": pa.array([str(h) for h in hyp[pos]], pa.string()),
-            "example_id": pa.array(ex[pos].astype(np.int64), pa.int64()),
-            "cluster_id": pa.array(out["cluster_ids"].astype(np.int32), pa.int32()),
-            "kmeans_label": pa.array(choice.labels.astype(np.int32), pa.int32()),
-            "distance": pa.array(out["distance"], pa.float32()),
-            "x": pa.array(out["xy"][:, 0], pa.float32()),
-            "y": pa.array(out["xy"][:, 1], pa.float32()),
-        })
-        ks = sorted(choice.scores)
-        scores_tbl = pa.table({
-            "run_id": pa.array([run_id] * len(ks), pa.string()),
-            "dimension": pa.array([dim] * len(ks), pa.string()),
-            "k": pa.array(ks, pa.int32()),
-            "silhouette": pa.array([choice.scores[k] for k in ks], pa.float32()),
-            "chosen": pa.array([k == choice.k for k in ks], pa.bool_()),
-        })
-        writes.append((dim, clusters_tbl, members_tbl, scores_tbl))
-        results.append(DimensionResult(
-            dimension=dim, n=n, k_tried=out["k_tried"], k=choice.k,
-            silhouette=choice.scores.get(choice.k), clusters=len([c for c in ids if c >= 0]),
-            noise=out["noise"], names={c: cl[c]["name"] for c in ids if c >= 0}, notes=out["notes"],
-            examples={c: texts[cl[c]["medoid"]] for c in ids if c >= 0},
-        ))
+        writes.append(_tables(run_id, dim, embedder, method, out, texts, hyp[pos], ex[pos], now))
+        results.append(_dimension_result(dim, out, texts))
 
     if namer is not None and namer.failed:
         warnings.append(
@@ -359,24 +397,12 @@ def run(
             f"clusters after that were named by keyphrases (c-TF-IDF) instead. Start it with `ollama serve` "
             f"and `ollama pull {label_model}`, or use --labeler keyphrase."
         )
-
-    with warehouse.transaction() as con:
-        for table in ("clusters", "cluster_members", "cluster_k_scores"):
-            if dimensions:
-                for dim in dims:
-                    delete_rows(con, table, {"run_id": run_id, "dimension": dim})
-            else:
-                delete_rows(con, table, {"run_id": run_id})
-        for _, clusters_tbl, members_tbl, scores_tbl in writes:
-            insert_arrow(con, "clusters", clusters_tbl)
-            insert_arrow(con, "cluster_members", members_tbl)
-            insert_arrow(con, "cluster_k_scores", scores_tbl)
-        record_stage(con, run_id, "cluster", started_at=started, details={
-            "embedder": embedder, "k_min": k_min, "k_max": k_max, "min_size": min_size, "seed": seed,
-            "n_init": n_init, "sample_size": sample_size, "labeler": labeler, "label_model": label_model,
-            "warnings": warnings,
-            "dimensions": {r.dimension: {"n": r.n, "k": r.k, "k_tried": r.k_tried, "silhouette": r.silhouette,
-                                         "clusters": r.clusters, "noise": r.noise, "notes": r.notes}
-                           for r in results},
-        })
+    _write(warehouse, run_id, dims, bool(dimensions), writes, started=started, details={
+        "embedder": embedder, "k_min": k_min, "k_max": k_max, "min_size": min_size, "seed": seed,
+        "n_init": n_init, "sample_size": sample_size, "labeler": labeler, "label_model": label_model,
+        "warnings": warnings,
+        "dimensions": {r.dimension: {"n": r.n, "k": r.k, "k_tried": r.k_tried, "silhouette": r.silhouette,
+                                     "clusters": r.clusters, "noise": r.noise, "notes": r.notes}
+                       for r in results},
+    })
     return ClusterResult(run_id, embedder, results, warnings, time.perf_counter() - t0)

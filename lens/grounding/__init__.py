@@ -6,11 +6,11 @@
     as dicts or JSON text) and return them with verdict 'consistent' | 'contradicted' |
     'unverifiable' and the fact it was checked against.
 
-``format_facts(evidence, class_names) -> str``
+``format_facts(evidence, class_names) -> str`` (in :mod:`lens.grounding.facts`)
     The measured facts as plain lines for prompts that include ``{evidence}``.
 
 Claims found (regular expressions; a claim preceded by a negation such as "not", "no",
-"without" within three words is not extracted):
+"without" within three words (and NEGATION_CHARS characters) is not extracted):
 
 =====================  ==========================================  ===================================
 kind                   examples                                    checked against
@@ -27,18 +27,19 @@ tag                    a dimension's tag (``annotation_issue``,    label_error_s
                        ``ambiguous_image``, ``model_error``)       and their signals (:func:`check_tag`)
 =====================  ==========================================  ===================================
 
-Verdict rules (thresholds from :mod:`lens.measure`):
+Verdict rules (thresholds from :mod:`lens.measure`, and the contradiction bounds below):
 
 * colours: the claimed term (synonyms mapped: gray->grey, tan/beige->brown, violet->purple,
   cyan/turquoise/navy->blue, gold->yellow, ...) covers >= COLOUR_CONSISTENT_SHARE of the
   region's pixels -> consistent; < COLOUR_CONTRADICTED_SHARE -> contradicted; else
   unverifiable. "Uniform <colour> background" additionally needs the term to be the
   dominant one to be consistent.
-* dark: brightness < DARK_BRIGHTNESS or z <= -TYPICAL_Z -> consistent; brightness >= 0.45
-  and z > 0 (or no z) -> contradicted. bright: brightness > BRIGHT_BRIGHTNESS or
-  z >= UNUSUAL_Z -> consistent; brightness < 0.5 -> contradicted.
-* low contrast: contrast < LOW_CONTRAST or z <= -TYPICAL_Z -> consistent; contrast >= 0.18
-  and z > 0 -> contradicted.
+* dark: brightness < DARK_BRIGHTNESS or z <= -TYPICAL_Z -> consistent; brightness >=
+  NOT_DARK_BRIGHTNESS and z > 0 (or no z) -> contradicted. bright: brightness >
+  BRIGHT_BRIGHTNESS or z >= UNUSUAL_Z -> consistent; brightness < NOT_BRIGHT_BRIGHTNESS ->
+  contradicted.
+* low contrast: contrast < LOW_CONTRAST or z <= -TYPICAL_Z -> consistent; contrast >=
+  NOT_LOW_CONTRAST and z > 0 (or no z) -> contradicted.
 * blurry: sharpness z <= -TYPICAL_Z -> consistent; z >= +TYPICAL_Z -> contradicted.
 * cropped: edge share z >= TYPICAL_Z or sharpness z <= -UNUSUAL_Z (upscaled) ->
   consistent; never contradicted (a crop cannot be ruled out by these measurements).
@@ -57,8 +58,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from lens import diagnosis, measure
+from lens.grounding.facts import _json, _list, _num, _shares_text, _z, format_facts
 
 VERDICTS = ("consistent", "contradicted", "unverifiable")
+
+#: "dark" is contradicted at or above this brightness (and z > 0, or no z): clearly not dark
+NOT_DARK_BRIGHTNESS = 0.45
+#: "bright / overexposed" is contradicted below this brightness
+NOT_BRIGHT_BRIGHTNESS = 0.5
+#: "low contrast" is contradicted at or above this contrast (std of luma; and z > 0, or no z)
+NOT_LOW_CONTRAST = 0.18
+#: characters before a claim searched for a negation ("not", "no", "without", ...)
+NEGATION_CHARS = 40
 
 
 @dataclass(frozen=True)
@@ -69,138 +80,6 @@ class Claim:
     claim: str
     verdict: str
     fact: str | None = None
-
-
-# -- evidence access helpers -------------------------------------------------------------------
-
-
-_json = measure.json_dict
-
-
-def _num(v: Any) -> float | None:
-    return measure._num(v)
-
-
-def _list(v: Any) -> list | None:
-    if v is None:
-        return None
-    try:
-        return list(v)
-    except TypeError:
-        return None
-
-
-def _name(class_names, cid) -> str:
-    try:
-        return class_names[int(cid)]
-    except (TypeError, ValueError, IndexError):
-        return f"class {cid}"
-
-
-def _z(evidence: Mapping[str, Any], which: str, fact: str) -> float | None:
-    return _num(_json(evidence.get(f"z_{which}")).get(fact))
-
-
-def _shares_text(shares: dict) -> str:
-    return ", ".join(f"{t} {s:.0%}" for t, s in list(shares.items())[:3]) or "none"
-
-
-# -- format_facts -------------------------------------------------------------------------------
-
-
-def format_facts(evidence: Mapping[str, Any] | None, class_names: list[str]) -> str:
-    """The measured facts of one failure as plain lines (empty string without evidence).
-
-    Every line states a measurement with its number; parts that were not measured are
-    listed as such, with the reason.
-    """
-    if not evidence:
-        return ""
-    ev = evidence
-    lines: list[str] = []
-    label, pred = ev.get("label"), ev.get("pred")
-    tn = _name(class_names, label) if label is not None else "the true class"
-    pn = _name(class_names, pred) if pred is not None else "the predicted class"
-    conf, tp = _num(ev.get("confidence")), _num(ev.get("true_prob"))
-    parts = []
-    if conf is not None:
-        parts.append(f"the model gave {pn} {conf:.2f}")
-    if tp is not None:
-        rank = ev.get("true_rank")
-        parts.append(f"{tn} {tp:.2f}" + (f" (rank {int(rank)})" if rank is not None else ""))
-    m, h = _num(ev.get("margin")), _num(ev.get("entropy"))
-    if m is not None:
-        parts.append(f"margin top-1 minus top-2 {m:.2f}")
-    if h is not None:
-        parts.append(f"entropy {h:.2f} nats")
-    if parts:
-        lines.append("- Model: " + "; ".join(parts) + ".")
-    lq = _num(ev.get("label_quality"))
-    if lq is not None:
-        flag = ev.get("label_issue")
-        lines.append(
-            f"- Label quality (confident learning, 0-1, low = suspicious): {lq:.2f}"
-            + ("; flagged as a possible label issue." if flag else "; not flagged as a label issue.")
-        )
-    nl = _list(ev.get("neighbour_labels"))
-    if nl:
-        counts: dict[int, int] = {}
-        for c in nl:
-            counts[int(c)] = counts.get(int(c), 0) + 1
-        top = sorted(counts.items(), key=lambda kv: -kv[1])[:3]
-        desc = ", ".join(f"{c} labelled {_name(class_names, k)}" for k, c in top)
-        lines.append(
-            f"- Nearest {len(nl)} training images in the model's feature space: {desc}"
-            f" ({sum(1 for c in nl if label is not None and int(c) == int(label))} of {len(nl)} labelled {tn})."
-        )
-    b = _num(ev.get("brightness"))
-    if b is not None:
-        facts = []
-        for fact, label_txt, fmt in (
-            ("brightness", "brightness", "{:.2f}"),
-            ("contrast", "contrast", "{:.3f}"),
-            ("saturation", "saturation", "{:.2f}"),
-            ("sharpness", "sharpness (fine detail)", "{:.2f}"),
-        ):
-            v = _num(ev.get(fact))
-            if v is None:
-                continue
-            zt, zp = _z(ev, "true", fact), _z(ev, "pred", fact)
-            zs = []
-            if zt is not None:
-                zs.append(f"z={zt:+.1f} vs {tn}")
-            if zp is not None:
-                zs.append(f"z={zp:+.1f} vs {pn}")
-            facts.append(f"{label_txt} {fmt.format(v)}" + (f" ({', '.join(zs)})" if zs else ""))
-        lines.append("- Image: " + "; ".join(facts) + " (z-scores against training images of the class).")
-    bs, cs = _json(ev.get("border_colours")), _json(ev.get("centre_colours"))
-    if ev.get("border_colour"):
-        st, sp = _json(ev.get("colour_share_true")), _json(ev.get("colour_share_pred"))
-        typ = ""
-        if "border" in st and "border" in sp:
-            typ = (f"; a {ev['border_colour']} border is dominant in {st['border']:.0%} of {tn} and"
-                   f" {sp['border']:.0%} of {pn} training images")
-        lines.append(f"- Border (background proxy): mostly {ev['border_colour']} ({_shares_text(bs)}){typ}.")
-    if ev.get("centre_colour"):
-        d = _num(ev.get("fg_bg_distance"))
-        lines.append(
-            f"- Centre (foreground proxy): mostly {ev['centre_colour']} ({_shares_text(cs)})"
-            + (f"; colour distance centre vs border {d:.1f} (CIELAB delta E)." if d is not None else ".")
-        )
-    e = _num(ev.get("edge_share"))
-    if e is not None:
-        ze = _z(ev, "true", "edge_share")
-        lines.append(f"- Share of edges in the border ring: {e:.2f}" + (f" (z={ze:+.1f} vs {tn})." if ze is not None else "."))
-    s = _num(ev.get("saliency_centre_share"))
-    if s is not None:
-        lines.append(
-            f"- Saliency of {pn} ({ev.get('saliency_method')}): {s:.0%} in the centre (the centre is 25% of the"
-            f" image), {1 - s:.0%} outside it."
-        )
-    skipped = _json(ev.get("skipped"))
-    if skipped:
-        lines.append("- Not measured: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()) + ".")
-    return "\n".join(lines)
 
 
 # -- claim extraction ---------------------------------------------------------------------------
@@ -252,7 +131,7 @@ def extract_claims(text: str, class_names: list[str]) -> list[tuple[str, str, di
         pats.append(("foreground_colour", re.compile(rf"\b{_COLOUR}\s+(?P<noun>{names})s?\b", re.I)))
     for kind, pat in pats:
         for m in pat.finditer(text):
-            if _NEG.search(text[max(0, m.start() - 40) : m.start()]):
+            if _NEG.search(text[max(0, m.start() - NEGATION_CHARS) : m.start()]):
                 continue
             d = {k: v for k, v in m.groupdict().items() if v}
             found.append((m.start(), m.end(), kind, d))
@@ -302,12 +181,12 @@ def _check(kind: str, d: dict, ev: Mapping[str, Any], class_names: list[str]) ->
         if kind == "dark":
             if b < measure.DARK_BRIGHTNESS or (z is not None and z <= -measure.TYPICAL_Z):
                 return "consistent", fact
-            if b >= 0.45 and (z is None or z > 0):
+            if b >= NOT_DARK_BRIGHTNESS and (z is None or z > 0):
                 return "contradicted", fact
         else:
             if b > measure.BRIGHT_BRIGHTNESS or (z is not None and z >= measure.UNUSUAL_Z):
                 return "consistent", fact
-            if b < 0.5:
+            if b < NOT_BRIGHT_BRIGHTNESS:
                 return "contradicted", fact
         return "unverifiable", fact
     if kind == "low_contrast":
@@ -317,7 +196,7 @@ def _check(kind: str, d: dict, ev: Mapping[str, Any], class_names: list[str]) ->
         fact = f"contrast {c:.3f}" + (f" (z={z:+.1f} vs true class)" if z is not None else "")
         if c < measure.LOW_CONTRAST or (z is not None and z <= -measure.TYPICAL_Z):
             return "consistent", fact
-        if c >= 0.18 and (z is None or z > 0):
+        if c >= NOT_LOW_CONTRAST and (z is None or z > 0):
             return "contradicted", fact
         return "unverifiable", fact
     if kind == "blurry":
@@ -486,3 +365,7 @@ def check_answer(dimensions: Mapping[str, Any], description: str | None, evidenc
         counters[dim] = i + 1
         out.append(Claim(dimension=dim, claim_index=i, kind="tag", claim=str(tag), verdict=verdict, fact=fact))
     return out
+
+
+__all__ = ["Claim", "VERDICTS", "CHECKED_TAGS", "COLOUR_SYNONYMS", "check_answer", "check_tag", "extract_claims",
+           "format_facts"]

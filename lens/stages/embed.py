@@ -140,6 +140,95 @@ def vector_array(vectors: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(offsets, pa.array(vectors.reshape(-1)))
 
 
+def _rows(con, run_id: str, set_backend: str, set_model: str, set_sha: str,
+          dimensions: Sequence[str] | None) -> list[tuple[str, str, str]]:
+    """(hypothesis_id, dimension, text) of the set's 'ok' answers, only ``dimensions`` when given."""
+    tbl = con.execute(
+        """
+        select d.hypothesis_id, d.dimension,
+               coalesce(nullif(trim(d.summary), ''), d.text) as text
+        from hypothesis_dimensions d
+        join hypotheses h on h.hypothesis_id = d.hypothesis_id
+        where h.run_id = ? and h.status = 'ok'
+          and h.backend = ? and h.model = ? and h.prompt_sha256 = ?
+          and nullif(trim(coalesce(nullif(trim(d.summary), ''), d.text)), '') is not null
+        order by d.dimension, d.hypothesis_id
+        """,
+        [run_id, set_backend, set_model, set_sha],
+    ).fetchall()
+    if dimensions:
+        wanted = set(dimensions)
+        have = {r[1] for r in tbl}
+        unknown = sorted(wanted - have)
+        if unknown:
+            raise LensError(
+                f"No text to embed for dimension(s) {', '.join(unknown)} in run {run_id!r}; "
+                f"dimensions: {', '.join(sorted(have)) or 'none'}"
+            )
+        tbl = [r for r in tbl if r[1] in wanted]
+    if not tbl:
+        raise LensError(f"Run {run_id!r} has 'ok' hypotheses but no dimension text to embed.")
+    return tbl
+
+
+@dataclass
+class _Vectors:
+    """Vectors of the distinct texts: from the cache, or newly encoded (``missing``, ``new``)."""
+
+    lookup: dict[str, np.ndarray]
+    missing: list[str]          # sha256 of the texts encoded now
+    new: np.ndarray             # their vectors, (len(missing), dim)
+    bad: list[str]              # cache rows of another length (same name, another model)
+
+
+def _vectors(warehouse: Warehouse, emb: Embedder, texts: list[str], shas: list[str], *, batch_size: int,
+             progress: bool) -> _Vectors:
+    first: dict[str, int] = {}
+    for i, s in enumerate(shas):
+        first.setdefault(s, i)
+    with warehouse.connect() as con:
+        cached = _cached_vectors(con, emb.name, list(first))
+    bad = [s for s, v in cached.items() if v.shape != (emb.dim,)]
+    for s in bad:  # a cache row of another shape (same name, different model): embed again
+        del cached[s]
+    missing = [s for s in first if s not in cached]
+    new_vecs = np.empty((0, emb.dim), np.float32)
+    if missing:
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(missing), desc=f"embed {emb.name}", unit="text", disable=None if progress else True) as bar:
+            new_vecs = emb.encode([texts[first[s]] for s in missing], batch_size=batch_size, progress=bar.update)
+    lookup = dict(cached)
+    lookup.update(zip(missing, new_vecs))
+    return _Vectors(lookup, missing, new_vecs, bad)
+
+
+def _update_cache(con, emb: Embedder, vec: _Vectors) -> None:
+    """Drop cache rows of another length; add the new vectors that nobody cached meanwhile."""
+    if not (vec.missing or vec.bad):
+        return
+    # another process may have cached some meanwhile: insert only what is still absent
+    present = set(_cached_vectors(con, emb.name, vec.missing))
+    keep = [i for i, s in enumerate(vec.missing) if s not in present]
+    if vec.bad:
+        con.register("_lens_embed_bad", pa.table({"text_sha256": pa.array(vec.bad, pa.string())}))
+        try:
+            con.execute(
+                "delete from embedding_cache where embedder = ?"
+                " and text_sha256 in (select text_sha256 from _lens_embed_bad)",
+                [emb.name],
+            )
+        finally:
+            con.unregister("_lens_embed_bad")
+    if keep:
+        insert_arrow(con, "embedding_cache", pa.table({
+            "embedder": pa.array([emb.name] * len(keep), pa.string()),
+            "text_sha256": pa.array([vec.missing[i] for i in keep], pa.string()),
+            "dim": pa.array([emb.dim] * len(keep), pa.int32()),
+            "vector": vector_array(vec.new[keep]),
+        }))
+
+
 def run(
     warehouse: Warehouse,
     *,
@@ -162,63 +251,19 @@ def run(
         run_id = require_run(con, run_id)
         set_backend, set_model, set_sha, _, _, _ = _select_set(con, run_id, backend, model, prompt)
         names = class_names(con, run_id)
-        tbl = con.execute(
-            """
-            select d.hypothesis_id, d.dimension,
-                   coalesce(nullif(trim(d.summary), ''), d.text) as text
-            from hypothesis_dimensions d
-            join hypotheses h on h.hypothesis_id = d.hypothesis_id
-            where h.run_id = ? and h.status = 'ok'
-              and h.backend = ? and h.model = ? and h.prompt_sha256 = ?
-              and nullif(trim(coalesce(nullif(trim(d.summary), ''), d.text)), '') is not null
-            order by d.dimension, d.hypothesis_id
-            """,
-            [run_id, set_backend, set_model, set_sha],
-        ).fetchall()
-    if dimensions:
-        wanted = set(dimensions)
-        have = {r[1] for r in tbl}
-        unknown = sorted(wanted - have)
-        if unknown:
-            raise LensError(
-                f"No text to embed for dimension(s) {', '.join(unknown)} in run {run_id!r}; "
-                f"dimensions: {', '.join(sorted(have)) or 'none'}"
-            )
-        tbl = [r for r in tbl if r[1] in wanted]
-    if not tbl:
-        raise LensError(f"Run {run_id!r} has 'ok' hypotheses but no dimension text to embed.")
+        tbl = _rows(con, run_id, set_backend, set_model, set_sha, dimensions)
 
-    hyp_ids = [r[0] for r in tbl]
     dims = [r[1] for r in tbl]
     texts = [mask_classes(r[2], names) if mask else r[2] for r in tbl]
     shas = [text_sha256(t) for t in texts]
-    first: dict[str, int] = {}
-    for i, s in enumerate(shas):
-        first.setdefault(s, i)
-    unique = list(first)
-
     emb = create(embedder) if isinstance(embedder, str) else embedder
-    with warehouse.connect() as con:
-        cached = _cached_vectors(con, emb.name, unique)
-    bad = [s for s, v in cached.items() if v.shape != (emb.dim,)]
-    for s in bad:  # a cache row of another shape (same name, different model): embed again
-        del cached[s]
-    missing = [s for s in unique if s not in cached]
-
-    new_vecs = np.empty((0, emb.dim), np.float32)
-    if missing:
-        from tqdm.auto import tqdm
-
-        with tqdm(total=len(missing), desc=f"embed {emb.name}", unit="text", disable=None if progress else True) as bar:
-            new_vecs = emb.encode([texts[first[s]] for s in missing], batch_size=batch_size, progress=bar.update)
-    lookup = dict(cached)
-    lookup.update(zip(missing, new_vecs))
-    vectors = np.stack([lookup[s] for s in shas]).astype(np.float32, copy=False)
+    vec = _vectors(warehouse, emb, texts, shas, batch_size=batch_size, progress=progress)
+    vectors = np.stack([vec.lookup[s] for s in shas]).astype(np.float32, copy=False)
 
     n = len(tbl)
     rows = pa.table({
         "run_id": pa.array([run_id] * n, pa.string()),
-        "hypothesis_id": pa.array(hyp_ids, pa.string()),
+        "hypothesis_id": pa.array([r[0] for r in tbl], pa.string()),
         "dimension": pa.array(dims, pa.string()),
         "embedder": pa.array([emb.name] * n, pa.string()),
         "masked": pa.array([bool(mask)] * n, pa.bool_()),
@@ -230,43 +275,23 @@ def run(
     per_dim: dict[str, int] = {}
     for d in dims:
         per_dim[d] = per_dim.get(d, 0) + 1
-
+    unique = len(vec.lookup)
+    result = EmbedResult(
+        run_id=run_id, embedder=emb.name, dim=emb.dim, backend=set_backend, model=set_model,
+        prompt_sha256=set_sha, rows=n, unique_texts=unique, cache_hits=unique - len(vec.missing),
+        encoded=len(vec.missing), masked=bool(mask), per_dimension=per_dim,
+    )
     with warehouse.transaction() as con:
-        if missing or bad:
-            # another process may have cached some meanwhile: insert only what is still absent
-            present = set(_cached_vectors(con, emb.name, missing))
-            keep = [i for i, s in enumerate(missing) if s not in present]
-            if bad:
-                con.register("_lens_embed_bad", pa.table({"text_sha256": pa.array(bad, pa.string())}))
-                try:
-                    con.execute(
-                        "delete from embedding_cache where embedder = ?"
-                        " and text_sha256 in (select text_sha256 from _lens_embed_bad)",
-                        [emb.name],
-                    )
-                finally:
-                    con.unregister("_lens_embed_bad")
-            if keep:
-                insert_arrow(con, "embedding_cache", pa.table({
-                    "embedder": pa.array([emb.name] * len(keep), pa.string()),
-                    "text_sha256": pa.array([missing[i] for i in keep], pa.string()),
-                    "dim": pa.array([emb.dim] * len(keep), pa.int32()),
-                    "vector": vector_array(new_vecs[keep]),
-                }))
+        _update_cache(con, emb, vec)
         if dimensions:
             for d in sorted(per_dim):
                 delete_rows(con, "embeddings", {"run_id": run_id, "embedder": emb.name, "dimension": d})
         else:
             delete_rows(con, "embeddings", {"run_id": run_id, "embedder": emb.name})
         insert_arrow(con, "embeddings", rows)
-        result = EmbedResult(
-            run_id=run_id, embedder=emb.name, dim=emb.dim, backend=set_backend, model=set_model,
-            prompt_sha256=set_sha, rows=n, unique_texts=len(unique), cache_hits=len(unique) - len(missing),
-            encoded=len(missing), masked=bool(mask), per_dimension=per_dim,
-        )
         record_stage(con, run_id, "embed", started_at=started, details={
             "embedder": emb.name, "dim": emb.dim, "backend": set_backend, "model": set_model,
-            "prompt_sha256": set_sha, "rows": n, "unique_texts": len(unique), "cache_hits": result.cache_hits,
+            "prompt_sha256": set_sha, "rows": n, "unique_texts": unique, "cache_hits": result.cache_hits,
             "encoded": result.encoded, "masked": bool(mask), "per_dimension": per_dim, "batch_size": batch_size,
         })
     result.seconds = time.perf_counter() - t0

@@ -282,7 +282,7 @@ def test_train_epoch_applies_the_batch_transform_and_drops_a_lone_last_example()
     import torch
 
     from lens.models import build_resnet18
-    from lens.stages.train import _stats_tensors, build_optimizer, to_device_images, train_epoch
+    from lens.training import build_optimizer, stats_tensors, to_device_images, train_epoch
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -298,8 +298,8 @@ def test_train_epoch_applies_the_batch_transform_and_drops_a_lone_last_example()
         return x.float().div(255.0).flip(-1)  # float in [0, 1] is accepted as well
 
     stats = train_epoch(model, opt, sched, images, labels, batch_size=32, generator=torch.Generator().manual_seed(1),
-                        mean_t=_stats_tensors([0.5] * 3, [0.25] * 3, "cpu")[0],
-                        std_t=_stats_tensors([0.5] * 3, [0.25] * 3, "cpu")[1], num_classes=3,
+                        mean_t=stats_tensors([0.5] * 3, [0.25] * 3, "cpu")[0],
+                        std_t=stats_tensors([0.5] * 3, [0.25] * 3, "cpu")[1], num_classes=3,
                         transform=transform, progress=False)
     assert [len(y) for y in seen] == [32, 32]  # 65 = 2 x 32 + 1: the lone example is left out
     assert stats.count.tolist() == np.bincount(torch.cat(seen).numpy(), minlength=3).tolist()

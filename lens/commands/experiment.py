@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-DEVICES = ["auto", "cpu", "cuda", "mps"]
+from lens.stages.train import DEFAULT_DEVICE, DEVICES
 
 
 def _pct(v) -> str:
@@ -51,7 +51,7 @@ def format_effects(res) -> list[str]:
 @click.option("--batch-size", default=None, type=click.IntRange(min=2), help="[default: RUN's]")
 @click.option("--head-lr", default=None, type=float, help="[default: RUN's]")
 @click.option("--backbone-lr", default=None, type=float, help="[default: RUN's]")
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default=DEFAULT_DEVICE, show_default=True)
 @click.option("--keep-checkpoints", is_flag=True, help="Save every arm's weights (about 45 MB each).")
 @click.option("--force", is_flag=True, help="Delete this experiment's arms and plan it again.")
 @click.pass_obj

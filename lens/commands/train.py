@@ -4,36 +4,47 @@ from __future__ import annotations
 
 import click
 
-DEVICES = ["auto", "cpu", "cuda", "mps"]
+from lens.stages.train import (
+    DEFAULT_AUGMENT_TOP,
+    DEFAULT_BACKBONE_LR,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_DEVICE,
+    DEFAULT_EPOCHS,
+    DEFAULT_HEAD_LR,
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_SEED,
+    DEVICES,
+)
 
 
 @click.command()
 @click.option("--data", envvar="LENS_DATA", default=None, show_envvar=True,
               help="Dataset source: a folder of train/test Parquet files, an image-folder tree, or 'cifar10'.")
 @click.option("--run", "run_id", default=None, help="Run name (default: the dataset folder's name).")
-@click.option("--epochs", default=3, show_default=True, type=click.IntRange(min=1))
-@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(min=2))
+@click.option("--epochs", default=DEFAULT_EPOCHS, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True, type=click.IntRange(min=2))
 @click.option("--limit-train", default=None, type=click.IntRange(min=1),
               help="Train on a stratified subset of N images (quick runs).")
 @click.option("--limit-test", default=None, type=click.IntRange(min=1),
               help="Evaluate on a stratified subset of N images.")
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+@click.option("--device", type=click.Choice(DEVICES), default=DEFAULT_DEVICE, show_default=True,
               help="auto = cuda, then mps, then cpu.")
-@click.option("--seed", default=0, show_default=True, help="Seeds the model, the shuffles and the subsets.")
+@click.option("--seed", default=DEFAULT_SEED, show_default=True, help="Seeds the model, the shuffles and the subsets.")
 @click.option("--pretrained/--no-pretrained", default=True, show_default=True,
               help="Start from torchvision's ImageNet weights (downloaded; fails offline: use --weights or --no-pretrained).")
 @click.option("--weights", default=None, type=click.Path(dir_okay=False),
               help="Local ResNet-18 state dict to start from (its fc layer is replaced).")
-@click.option("--head-lr", default=None, type=float, help="Learning rate of the new head  [default: 1e-3]")
+@click.option("--head-lr", default=None, type=float, help=f"Learning rate of the new head  [default: {DEFAULT_HEAD_LR:g}]")
 @click.option("--backbone-lr", default=None, type=float,
-              help="Learning rate of the backbone  [default: 1e-4 with pretrained weights or --weights; "
-                   "with --no-pretrained, the head's rate (1e-4 is a fine-tuning rate, too slow from scratch)]")
-@click.option("--image-size", default=32, show_default=True, type=click.IntRange(min=8),
+              help=f"Learning rate of the backbone  [default: {DEFAULT_BACKBONE_LR:g} with pretrained weights or "
+                   f"--weights; with --no-pretrained, the head's rate ({DEFAULT_BACKBONE_LR:g} is a fine-tuning rate, "
+                   f"too slow from scratch)]")
+@click.option("--image-size", default=DEFAULT_IMAGE_SIZE, show_default=True, type=click.IntRange(min=8),
               help="Images are resized to this square size once, when decoded.")
 @click.option("--force", is_flag=True, help="Replace an existing run of that name (retrain).")
 @click.option("--augment-from", default=None, metavar="RUN",
               help="Iteration 2: turn RUN's top recommended fix clusters into augmentations and train a new run.")
-@click.option("--augment-top", default=3, show_default=True, type=click.IntRange(min=1),
+@click.option("--augment-top", default=DEFAULT_AUGMENT_TOP, show_default=True, type=click.IntRange(min=1),
               help="How many of RUN's top recommendations to consider.")
 @click.option("--labels-from", default=None, metavar="RUN",
               help="Train and evaluate with the label corrections imported for RUN (`lens labels import`): "

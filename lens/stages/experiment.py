@@ -41,17 +41,7 @@ from lens.datasets import open_source
 from lens.errors import DataError, LensError
 from lens.models import build_resnet18, load_checkpoint, resolve_device, save_checkpoint
 from lens.predictions import failure_table, prediction_table, store_results, write_run
-from lens.stages.train import (  # the training loop (issue 16 moves it beside lens/models.py)
-    _log_rows,
-    _log_table,
-    build_optimizer,
-    evaluate,
-    per_class_eval,
-    softmax,
-    steps_per_epoch,
-    to_device_images,
-    train_epoch,
-)
+from lens.training import fit, log_table, softmax, to_device_images
 from lens.warehouse import Warehouse, delete_rows, insert_arrow, record_stage, require_run, utcnow
 
 CONTROL = "control"
@@ -212,7 +202,7 @@ def _delete_experiment(con, warehouse: Warehouse, exp_id: str) -> None:
     delete_rows(con, "experiments", {"experiment_id": exp_id})
 
 
-# -- the fine-tuning loop ------------------------------------------------------------------------
+# -- fine-tuning an arm (the loop itself: lens.training) -----------------------------------------
 
 
 class BatchDigest:
@@ -255,7 +245,7 @@ def fine_tune(state_dict, num_classes: int, x_train, y_train, x_eval, y_eval: np
               epochs: int, batch_size: int, head_lr: float, backbone_lr: float, seed: int, mean_t, std_t,
               transform: Callable | None = None, progress: bool = True, say=lambda _m: None) -> FineTuned:
     """Fine-tune a ResNet-18 from ``state_dict`` on uint8 ``x_train`` (N, 3, H, W) / ``y_train`` (N,)
-    (tensors on the training device) with the train stage's loop, and evaluate it on ``x_eval``.
+    (tensors on the training device) with :func:`lens.training.fit`, and evaluate it on ``x_eval``.
 
     ``seed`` seeds torch and the shuffle generator; ``transform`` (an augmentation, or None) is
     wrapped in a :class:`BatchDigest`. Arms that differ only in ``transform`` draw identical
@@ -269,28 +259,23 @@ def fine_tune(state_dict, num_classes: int, x_train, y_train, x_eval, y_eval: np
     model.load_state_dict(state_dict)
     model.to(x_train.device)
     n = x_train.shape[0]
-    optimizer, scheduler = build_optimizer(model, head_lr=head_lr, backbone_lr=backbone_lr,
-                                           total_steps=steps_per_epoch(n, batch_size) * epochs)
-    generator = torch.Generator().manual_seed(seed)
     digest, order = BatchDigest(transform), hashlib.sha256()
-    rows: list[dict[str, Any]] = []
-    ev_logits = None
-    for epoch in range(1, epochs + 1):
+
+    def record_order(generator) -> None:
         peek = torch.Generator()
         peek.set_state(generator.get_state())  # the permutation train_epoch is about to draw
         order.update(torch.randperm(n, generator=peek).numpy().tobytes())
-        tr = train_epoch(model, optimizer, scheduler, x_train, y_train, batch_size=batch_size, generator=generator,
-                         mean_t=mean_t, std_t=std_t, num_classes=num_classes, transform=digest,
-                         desc=f"{run_id} epoch {epoch}/{epochs}", progress=progress)
-        ev = evaluate(model, x_eval, mean_t=mean_t, std_t=std_t, desc=f"{run_id} eval", progress=progress)
-        ev_logits = ev.logits
-        stats = per_class_eval(ev.logits, y_eval, num_classes)
-        epoch_rows = _log_rows(run_id, epoch, tr, stats, float(optimizer.param_groups[0]["lr"]),
-                               tr.seconds + ev.seconds)
-        rows.extend(epoch_rows)
-        say(f"  {run_id} epoch {epoch}/{epochs}: train loss {epoch_rows[0]['train_loss']:.4f}, eval acc "
-            f"{epoch_rows[0]['eval_accuracy']:.3f}, {n / tr.seconds:,.0f} img/s")
-    return FineTuned(ev_logits, rows, digest.hexdigest(), order.hexdigest(), time.perf_counter() - t0, model)
+
+    def report(epoch: int, tr, summary: dict[str, Any]) -> None:
+        say(f"  {run_id} epoch {epoch}/{epochs}: train loss {summary['train_loss']:.4f}, eval acc "
+            f"{summary['eval_accuracy']:.3f}, {n / tr.seconds:,.0f} img/s")
+
+    fitted = fit(model, x_train, y_train, x_eval, y_eval, run_id=run_id, epochs=epochs, batch_size=batch_size,
+                 head_lr=head_lr, backbone_lr=backbone_lr, seed=seed, mean_t=mean_t, std_t=std_t,
+                 num_classes=num_classes, transform=digest, label=f"{run_id} ", progress=progress,
+                 before_epoch=record_order, after_epoch=report)
+    return FineTuned(fitted.last_eval.logits, fitted.log_rows, digest.hexdigest(), order.hexdigest(),
+                     time.perf_counter() - t0, model)
 
 
 # -- the stage -------------------------------------------------------------------------------------
@@ -402,7 +387,7 @@ def _train_arm(warehouse: Warehouse, data: _Data, parent: dict[str, Any], exp_id
                       parent_run_id=parent["run_id"], config=config)
             store_results(con, run_id, preds, failures)
             delete_rows(con, "training_log", {"run_id": run_id})
-            insert_arrow(con, "training_log", _log_table(out.log_rows))
+            insert_arrow(con, "training_log", log_table(out.log_rows))
             delete_rows(con, "experiment_arms", {"run_id": run_id})
             insert_arrow(con, "experiment_arms", arm_row)
             record_stage(con, run_id, STAGE, started_at=started, details={

@@ -25,12 +25,16 @@ Sampling a run again replaces its ``samples`` rows (one transaction, recorded as
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-import numpy as np
-import pyarrow as pa
+from typing import TYPE_CHECKING
 
 from lens.errors import LensError
 from lens.warehouse import Warehouse, class_names, record_stage, replace_rows, require_run, utcnow
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy and pyarrow are imported where they are used: `lens sample --help` (which shows the
+# defaults below) stays light.
 
 STRATEGIES = ("per-class", "per-pair", "lowest-confidence", "all")
 DEFAULT_STRATEGY = "per-class"
@@ -74,6 +78,8 @@ def choose(
     n : int, optional
         Sample size for the other strategies; default ``per_class * num_classes``.
     """
+    import numpy as np
+
     if strategy not in STRATEGIES:
         raise LensError(f"Unknown sampling strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     example_ids = np.asarray(example_ids)
@@ -122,6 +128,9 @@ def run(
     seed: int = 0,
 ) -> SampleResult:
     """Sample a run's failures and replace its ``samples`` rows (see the module docstring)."""
+    import numpy as np
+    import pyarrow as pa
+
     if strategy not in STRATEGIES:
         raise LensError(f"Unknown sampling strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     if per_class < 1:

@@ -33,13 +33,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
+from lens.backends.embedders import DEFAULT_EMBEDDER
 from lens.errors import LensError
+from lens.stages.sample import DEFAULT_PER_CLASS, DEFAULT_STRATEGY
+from lens.stages.train import DEFAULT_BATCH_SIZE, DEFAULT_DEVICE, DEFAULT_EPOCHS, DEFAULT_SEED
 from lens.warehouse import Warehouse, record_stage
 
 STAGES = ("train", "sample", "evidence", "hypothesize", "embed", "cluster")
@@ -56,17 +60,17 @@ class RunConfig:
     images: str | None = None
     classes: str | None = None
     # train
-    epochs: int = 3
-    batch_size: int = 128
+    epochs: int = DEFAULT_EPOCHS
+    batch_size: int = DEFAULT_BATCH_SIZE
     limit_train: int | None = None
     limit_test: int | None = None
-    device: str = "auto"
-    seed: int = 0
+    device: str = DEFAULT_DEVICE
+    seed: int = DEFAULT_SEED
     pretrained: bool | None = None  # None = ImageNet weights when available, else from scratch
     weights: str | None = None
     # sample
-    strategy: str = "per-class"
-    per_class: int = 15
+    strategy: str = DEFAULT_STRATEGY
+    per_class: int = DEFAULT_PER_CLASS
     # evidence
     saliency: bool = True
     # hypothesize
@@ -77,7 +81,7 @@ class RunConfig:
     ollama_host: str | None = None
     base_url: str | None = None
     # embed / cluster
-    embedder: str = "all-MiniLM-L6-v2"
+    embedder: str = DEFAULT_EMBEDDER
     mask_classes: bool = True
     k_min: int = 15
     k_max: int = 30
@@ -154,6 +158,133 @@ def _default_run_id(cfg: RunConfig) -> str:
     return name
 
 
+class _Pass:
+    """One `lens run` pass over a run: the stages' fingerprints so far, and what each stage did."""
+
+    def __init__(self, wh: Warehouse, cfg: RunConfig, run_id: str, echo: Callable[[str], None], progress: bool):
+        self.wh, self.cfg, self.run_id, self.echo, self.progress = wh, cfg, run_id, echo, progress
+        self.result = PipelineResult(run_id)
+        self.state = _state(wh, run_id)
+        self.prints: dict[str, str] = dict(self.state["fingerprints"])
+        self.upstream = ""
+        self.source_stage = "ingest" if cfg.predictions else "train"
+
+    def finished(self, *stages: str) -> list[str | None]:
+        """When the given stages last wrote: a stage run outside `lens run` invalidates what follows."""
+        return [self.state["finished"].get(s) for s in stages]
+
+    def count(self, table: str) -> int:
+        return self.state["counts"][table]
+
+    def step(self, name: str, fp_parts: tuple, fn: Callable[[_Pass], str]) -> None:
+        """Run ``fn(self)`` unless the stage is done with the same fingerprint (its options and inputs)."""
+        fp = _fingerprint(self.upstream, *fp_parts)
+        done = self.state["stages"].get(name if name != "train" or not self.cfg.predictions else "ingest") == "done"
+        if done and self.prints.get(name) == fp:
+            self.result.stages.append(StageReport(name, "skipped", 0.0, "up to date"))
+            self.echo(f"[{name}] up to date, skipped")
+            self.upstream = fp
+            return
+        self.echo(f"[{name}] running ...")
+        start = time.perf_counter()
+        message = fn(self)
+        seconds = time.perf_counter() - start
+        self.result.stages.append(StageReport(name, "ran", seconds, message))
+        self.echo(f"[{name}] {message} ({seconds:.1f} s)")
+        self.state = _state(self.wh, self.run_id)
+        self.prints[name] = fp
+        _save_fingerprints(self.wh, self.run_id, self.prints)
+        self.upstream = fp
+
+
+def _ingest(p: _Pass) -> str:
+    from lens.stages import ingest
+
+    cfg = p.cfg
+    if p.state["exists"]:
+        return "run exists (ingest is not repeated; use `lens ingest --force` to replace it)"
+    classes = [c.strip() for c in cfg.classes.split(",")] if cfg.classes else None
+    r = ingest.run(p.wh, predictions=cfg.predictions, run_id=p.run_id, images=cfg.images, classes=classes)
+    return f"{r.rows:,} predictions, {r.failures:,} failures"
+
+
+def _train(p: _Pass) -> str:
+    from lens.stages import train
+
+    cfg = p.cfg
+    use_pretrained = cfg.pretrained
+    if use_pretrained is None:
+        use_pretrained, why = _imagenet_weights() if cfg.weights is None else (False, None)
+        if not use_pretrained and cfg.weights is None:
+            p.echo(f"[train] no ImageNet weights ({why}): training from scratch (--no-pretrained); "
+                   f"--weights FILE starts from a local copy")
+    r = train.run(
+        p.wh, data=cfg.data, run_id=p.run_id, epochs=cfg.epochs, batch_size=cfg.batch_size,
+        limit_train=cfg.limit_train, limit_test=cfg.limit_test, device=cfg.device, seed=cfg.seed,
+        pretrained=use_pretrained, weights=cfg.weights, progress=p.progress, echo=p.echo,
+    )
+    if r.skipped:
+        return r.message or "run exists, not retrained"
+    return f"accuracy {r.accuracy:.2%}, {r.failures:,} failures, {r.seconds:.0f} s on {r.device}"
+
+
+def _sample(p: _Pass) -> str:
+    from lens.stages import sample
+
+    r = sample.run(p.wh, run_id=p.run_id, strategy=p.cfg.strategy, per_class=p.cfg.per_class, seed=p.cfg.seed)
+    return f"{r.n} of {r.failures:,} failures sampled ({r.strategy})"
+
+
+def _evidence(p: _Pass) -> str:
+    """Resumes by itself: only failures without evidence are computed."""
+    from lens.stages import evidence
+
+    r = evidence.run(p.wh, run_id=p.run_id, saliency=p.cfg.saliency, progress=p.progress)
+    for part, why in r.skipped.items():
+        p.echo(f"[evidence] skipped {part}: {why}")
+    flagged = ("" if r.label_issues_failures is None
+               else f"; {r.label_issues_failures} flagged as possible label issues")
+    return f"evidence for {r.computed} failures ({r.already} already had it){flagged}"
+
+
+def _hypothesize(p: _Pass) -> str:
+    """Resumes by itself: only samples without an answer are asked."""
+    from lens.stages import hypothesize
+
+    cfg = p.cfg
+    r = hypothesize.run(
+        p.wh, run_id=p.run_id, prompt=cfg.prompt, backend=cfg.backend, model=cfg.model,
+        concurrency=cfg.concurrency, ollama_host=cfg.ollama_host, base_url=cfg.base_url,
+        progress=p.progress, echo=p.echo,
+    )
+    why = f" ({r.chosen_reason})" if r.chosen_reason else ""
+    return (f"{r.backend}/{r.model}{why}: {r.ok} ok, {r.invalid} invalid, {r.error} error, "
+            f"{r.skipped} already answered")
+
+
+def _embed(p: _Pass) -> str:
+    from lens.stages import embed
+
+    r = embed.run(p.wh, run_id=p.run_id, embedder=p.cfg.embedder, mask=p.cfg.mask_classes, progress=p.progress)
+    return f"{r.rows} texts embedded ({r.cache_hits} from cache) with {r.embedder}"
+
+
+def _cluster(p: _Pass) -> str:
+    from lens.stages import cluster
+
+    cfg = p.cfg
+    r = cluster.run(p.wh, run_id=p.run_id, k_min=cfg.k_min, k_max=cfg.k_max, min_size=cfg.min_size,
+                    seed=cfg.seed, progress=p.progress)
+    for w in r.warnings:
+        p.echo(f"[cluster] {w}")
+    parts = []
+    for d in r.dimensions:
+        for note in d.notes:
+            p.echo(f"[cluster] {d.dimension}: {note}")
+        parts.append(f"{d.dimension}: k={d.k}, {d.clusters} clusters, {d.noise} noise")
+    return "; ".join(parts)
+
+
 def run_pipeline(
     wh: Warehouse,
     cfg: RunConfig,
@@ -163,140 +294,29 @@ def run_pipeline(
 ) -> PipelineResult:
     """Run every stage that is not up to date for ``cfg`` and return what happened.
 
-    ``progress``: progress bars on stderr (default: when stderr is a terminal).
+    ``progress``: progress bars on stderr (default: when stderr is a terminal). Each stage's
+    fingerprint holds its options, the state of its inputs and the fingerprint before it.
     """
     if progress is None:
-        import sys
-
         progress = sys.stderr.isatty()
-    # Stage modules are imported here, not at module import: `lens --help` stays light.
-    from lens.stages import cluster, embed, evidence, hypothesize, ingest, sample, train
-
     if not cfg.predictions and not cfg.data:
         raise LensError("Give --data DATASET to train on (or --predictions FILE to import predictions).")
-    run_id = cfg.run_id or _default_run_id(cfg)
-    result = PipelineResult(run_id)
-    state = _state(wh, run_id)
-    prints: dict[str, str] = dict(state["fingerprints"])
-    upstream = ""
-    source_stage = "ingest" if cfg.predictions else "train"
-
-    def finished(*stages: str) -> list[str | None]:
-        """When the given stages last wrote: a stage run outside `lens run` invalidates what follows."""
-        return [state["finished"].get(s) for s in stages]
-
-    def step(name: str, fp_parts: tuple, fn: Callable[[], str], *, always: bool = False) -> None:
-        nonlocal upstream, state
-        fp = _fingerprint(upstream, *fp_parts)
-        done = state["stages"].get(name if name != "train" or not cfg.predictions else "ingest") == "done"
-        if not always and done and prints.get(name) == fp:
-            result.stages.append(StageReport(name, "skipped", 0.0, "up to date"))
-            echo(f"[{name}] up to date, skipped")
-            upstream = fp
-            return
-        echo(f"[{name}] running ...")
-        start = time.perf_counter()
-        message = fn()
-        seconds = time.perf_counter() - start
-        result.stages.append(StageReport(name, "ran", seconds, message))
-        echo(f"[{name}] {message} ({seconds:.1f} s)")
-        state = _state(wh, run_id)
-        prints[name] = fp
-        _save_fingerprints(wh, run_id, prints)
-        upstream = fp
-
-    # 1. train or ingest
+    p = _Pass(wh, cfg, cfg.run_id or _default_run_id(cfg), echo, progress)
     if cfg.predictions:
-        def do_ingest() -> str:
-            if state["exists"]:
-                return "run exists (ingest is not repeated; use `lens ingest --force` to replace it)"
-            classes = [c.strip() for c in cfg.classes.split(",")] if cfg.classes else None
-            r = ingest.run(wh, predictions=cfg.predictions, run_id=run_id, images=cfg.images, classes=classes)
-            return f"{r.rows:,} predictions, {r.failures:,} failures"
-
-        step("train", ("ingest", cfg.predictions, cfg.images, cfg.classes), do_ingest)
+        p.step("train", ("ingest", cfg.predictions, cfg.images, cfg.classes), _ingest)
     else:
-        pretrained = cfg.pretrained
-        weights = cfg.weights
-
-        def do_train() -> str:
-            use_pretrained = pretrained
-            if use_pretrained is None:
-                use_pretrained, why = _imagenet_weights() if weights is None else (False, None)
-                if not use_pretrained and weights is None:
-                    echo(f"[train] no ImageNet weights ({why}): training from scratch (--no-pretrained); "
-                         f"--weights FILE starts from a local copy")
-            r = train.run(
-                wh, data=cfg.data, run_id=run_id, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                limit_train=cfg.limit_train, limit_test=cfg.limit_test, device=cfg.device, seed=cfg.seed,
-                pretrained=use_pretrained, weights=weights, progress=progress, echo=echo,
-            )
-            if r.skipped:
-                return r.message or "run exists, not retrained"
-            return f"accuracy {r.accuracy:.2%}, {r.failures:,} failures, {r.seconds:.0f} s on {r.device}"
-
-        step("train", ("train", cfg.data, cfg.epochs, cfg.batch_size, cfg.limit_train, cfg.limit_test, cfg.seed,
-                       cfg.pretrained, cfg.weights), do_train)
-
-    # 2. sample
-    def do_sample() -> str:
-        r = sample.run(wh, run_id=run_id, strategy=cfg.strategy, per_class=cfg.per_class, seed=cfg.seed)
-        return f"{r.n} of {r.failures:,} failures sampled ({r.strategy})"
-
-    step("sample", (cfg.strategy, cfg.per_class, cfg.seed, state["counts"]["failures"], *finished(source_stage)),
-         do_sample)
-
-    # 3. evidence (resumes by itself: only failures without evidence are computed)
-    def do_evidence() -> str:
-        r = evidence.run(wh, run_id=run_id, saliency=cfg.saliency, progress=progress)
-        for part, why in r.skipped.items():
-            echo(f"[evidence] skipped {part}: {why}")
-        flagged = ("" if r.label_issues_failures is None
-                   else f"; {r.label_issues_failures} flagged as possible label issues")
-        return f"evidence for {r.computed} failures ({r.already} already had it){flagged}"
-
-    step("evidence", (cfg.saliency, state["counts"]["failures"], *finished(source_stage)), do_evidence)
-
-    # 4. hypothesize (resumes by itself)
-    def do_hypothesize() -> str:
-        r = hypothesize.run(
-            wh, run_id=run_id, prompt=cfg.prompt, backend=cfg.backend, model=cfg.model,
-            concurrency=cfg.concurrency, ollama_host=cfg.ollama_host, base_url=cfg.base_url,
-            progress=progress, echo=echo,
-        )
-        why = f" ({r.chosen_reason})" if r.chosen_reason else ""
-        return (f"{r.backend}/{r.model}{why}: {r.ok} ok, {r.invalid} invalid, {r.error} error, "
-                f"{r.skipped} already answered")
-
-    step("hypothesize", (cfg.prompt, cfg.backend, cfg.model, state["counts"]["samples"],
-                         *finished("sample", "evidence")), do_hypothesize)
-
-    # 5. embed
-    def do_embed() -> str:
-        r = embed.run(wh, run_id=run_id, embedder=cfg.embedder, mask=cfg.mask_classes, progress=progress)
-        return f"{r.rows} texts embedded ({r.cache_hits} from cache) with {r.embedder}"
-
-    step("embed", (cfg.embedder, cfg.mask_classes, state["counts"]["hypotheses_ok"], *finished("hypothesize")),
-         do_embed)
-
-    # 6. cluster
-    def do_cluster() -> str:
-        r = cluster.run(wh, run_id=run_id, k_min=cfg.k_min, k_max=cfg.k_max, min_size=cfg.min_size,
-                        seed=cfg.seed, progress=progress)
-        for w in r.warnings:
-            echo(f"[cluster] {w}")
-        parts = []
-        for d in r.dimensions:
-            for note in d.notes:
-                echo(f"[cluster] {d.dimension}: {note}")
-            parts.append(f"{d.dimension}: k={d.k}, {d.clusters} clusters, {d.noise} noise")
-        return "; ".join(parts)
-
-    step("cluster", (cfg.k_min, cfg.k_max, cfg.min_size, cfg.seed, state["counts"]["embeddings"],
-                     *finished("embed")), do_cluster)
-
-    result.summary = summarize(wh, run_id)
-    return result
+        p.step("train", ("train", cfg.data, cfg.epochs, cfg.batch_size, cfg.limit_train, cfg.limit_test, cfg.seed,
+                         cfg.pretrained, cfg.weights), _train)
+    p.step("sample", (cfg.strategy, cfg.per_class, cfg.seed, p.count("failures"), *p.finished(p.source_stage)),
+           _sample)
+    p.step("evidence", (cfg.saliency, p.count("failures"), *p.finished(p.source_stage)), _evidence)
+    p.step("hypothesize", (cfg.prompt, cfg.backend, cfg.model, p.count("samples"), *p.finished("sample", "evidence")),
+           _hypothesize)
+    p.step("embed", (cfg.embedder, cfg.mask_classes, p.count("hypotheses_ok"), *p.finished("hypothesize")), _embed)
+    p.step("cluster", (cfg.k_min, cfg.k_max, cfg.min_size, cfg.seed, p.count("embeddings"), *p.finished("embed")),
+           _cluster)
+    p.result.summary = summarize(wh, p.run_id)
+    return p.result
 
 
 def _imagenet_weights() -> tuple[bool, str | None]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-
 import click
+
+from lens.stages.sample import DEFAULT_PER_CLASS
+from lens.stages.train import DEFAULT_BATCH_SIZE, DEFAULT_DEVICE, DEFAULT_EPOCHS, DEFAULT_SEED, DEVICES
 
 ENV_DATA = "LENS_DATA"
 
@@ -17,16 +19,16 @@ def _pipeline_options(f):
         click.option("--predictions", default=None, help="Import this predictions file instead of training."),
         click.option("--images", default=None, help="Dataset source that --predictions' 'index' points into."),
         click.option("--classes", default=None, help="Comma-separated class names for --predictions."),
-        click.option("--epochs", type=int, default=None, help="Training epochs [3]."),
-        click.option("--batch-size", type=int, default=None, help="Training batch size [128]."),
+        click.option("--epochs", type=int, default=None, help=f"Training epochs [{DEFAULT_EPOCHS}]."),
+        click.option("--batch-size", type=int, default=None, help=f"Training batch size [{DEFAULT_BATCH_SIZE}]."),
         click.option("--limit-train", type=int, default=None, help="Stratified subset of the training split."),
         click.option("--limit-test", type=int, default=None, help="Stratified subset of the evaluation split."),
-        click.option("--device", default=None, help="auto|cpu|cuda|mps [auto]."),
-        click.option("--seed", type=int, default=None, help="Seed of every stage [0]."),
+        click.option("--device", default=None, help=f"{'|'.join(DEVICES)} [{DEFAULT_DEVICE}]."),
+        click.option("--seed", type=int, default=None, help=f"Seed of every stage [{DEFAULT_SEED}]."),
         click.option("--pretrained/--no-pretrained", default=None,
                      help="ImageNet weights (default: torchvision's, cached or downloaded; offline, from scratch)."),
         click.option("--weights", default=None, help="Local ResNet-18 state dict to start from."),
-        click.option("--per-class", type=int, default=None, help="Failures sampled per true class [15]."),
+        click.option("--per-class", type=int, default=None, help=f"Failures sampled per true class [{DEFAULT_PER_CLASS}]."),
         click.option("--backend", default=None, help="auto|ollama|openai|measured [auto]."),
         click.option("--model", default=None, help="Hypothesis model (default: the backend's)."),
         click.option("--prompt", default=None, help="Prompt name or .toml path [reference]."),

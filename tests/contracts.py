@@ -45,6 +45,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "review_queue": ("hypothesis_id",),
     "recommendations": ("run_id", "cluster_id"),
     "recommendation_effects": ("experiment_id", "arm", "scope", "item_id"),
+    "run_status": ("run_id",),
 }
 
 ACCEPTED: dict[tuple[str, str], set] = {

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lens.cli import cli as lens_cli
+from lens.warehouse import Warehouse
 
 HEAVY = ("torch", "torchvision", "sentence_transformers", "transformers", "dash", "sklearn", "cleanlab", "captum")
 
@@ -79,6 +80,27 @@ def test_status_lists_runs_rows_and_stages(cli, tmp_path):
     assert report[0]["run_id"] == "r1"
     assert report[0]["rows"]["predictions"] == 3 and report[0]["rows"]["failures"] == 1
     assert report[0]["stages"]["ingest"]["status"] == "done"
+
+
+def test_run_status_view_counts_every_stage_table(tmp_path):
+    """`lens status` reads the run_status view: its counts match each table's, zero included."""
+    from tests._seed import seed_complete_run
+
+    wh = Warehouse(tmp_path / "w.duckdb")
+    seed_complete_run(wh, "demo")
+    seed_complete_run(wh, "other", n_failures=5, seed=1)
+    with wh.connect(read_only=True) as con:
+        rows = dict(con.execute("select run_id, rows from run_status").fetchall())
+        stages = dict(con.execute("select run_id, stages from run_status").fetchall())
+        for run_id, counts in rows.items():
+            assert list(counts)[:2] == ["predictions", "failures"] and len(counts) == 12
+            for table, n in counts.items():
+                source = "prediction_rows" if table == "predictions" else table
+                assert n == con.execute(f"select count(*) from {source} where run_id = ?", [run_id]).fetchone()[0]
+            stored = con.execute("select stage from stage_runs where run_id = ? order by finished_at",
+                                 [run_id]).fetchall()
+            assert [s["stage"] for s in stages[run_id]] == [r[0] for r in stored]
+    assert rows["other"]["failures"] == 5 and rows["demo"]["verdicts"] == 0
 
 
 def test_errors_are_clean(cli, tmp_path):

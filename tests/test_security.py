@@ -395,7 +395,7 @@ def test_hostile_run_id_round_trips_through_ingest_sample_status_sql_report_and_
     assert json.loads(out.output) == [{"run_id": EVIL_SQL, "n": 6}]
     report = tmp_path / "r.html"
     cli("report", "--run", EVIL_SQL, "--out", str(report))
-    assert "<h1>Lens report: x&#x27;; drop table runs; --</h1>" in report.read_text()
+    assert "<h1>Lens report: x&#39;; drop table runs; --</h1>" in report.read_text()  # Jinja2 autoescape
 
     wh = cli.wh
     with wh.connect() as con:

@@ -19,6 +19,7 @@ import pytest
 from lens import prompts
 from lens.backends.base import HypothesisAnswer, Hypothesizer, register
 from lens.errors import LensError
+from lens.measure import decode_evidence
 from lens.stages import hypothesize as stage
 from lens.warehouse import Warehouse
 from tests._hypothesize_helpers import CLASSES, seed_run
@@ -200,16 +201,10 @@ def test_auto_uses_ollama_when_it_has_the_model(cli):
     assert {r.backend for r in _stored(cli.wh).values()} == {"ollama"}
 
 
-def test_auto_without_ollama_falls_back_to_measured_or_says_why_not():
-    import importlib.util
-
+def test_auto_without_ollama_falls_back_to_measured_and_says_why():
     dead = f"http://127.0.0.1:{free_port()}"
-    if importlib.util.find_spec("lens.backends.measured") is None:
-        with pytest.raises(LensError, match="measured backend is not available"):
-            stage.choose_backend(ollama_host=dead)
-    else:
-        name, why = stage.choose_backend(ollama_host=dead)
-        assert name == "measured" and f"not reachable at {dead}" in why
+    name, why = stage.choose_backend(ollama_host=dead)
+    assert name == "measured" and f"not reachable at {dead}" in why
     with OllamaServer(models={"other:1b": ["completion", "vision"]}) as srv:
         try:
             name, why = stage.choose_backend(ollama_host=srv.url)
@@ -410,22 +405,18 @@ def test_grounded_prompt_gets_facts_stores_description_and_claims(wh):
     assert h[101].description == claimy["description"]
     assert {r.prompt_name for r in h.values()} == {"grounded"}
     assert {r.prompt_sha256 for r in h.values()} == {grounded.sha256}
-    claims = _records(wh, "select * from claims")
-    if hasattr(grounding, "format_facts") and hasattr(grounding, "check_answer"):
-        ev = stage._decode_evidence(vars(_records(wh, "select * from evidence where example_id = 100")[0]))
-        facts = grounding.format_facts(ev, CLASSES)
-        assert facts and facts.strip() in user
-        expected = []
-        for i in sorted(h):
-            e = stage._decode_evidence(vars(_records(wh, "select * from evidence where example_id = ?", [i])[0]))
-            dims, desc = grounded.parse(json.loads(h[i].raw_response))
-            expected += [(h[i].hypothesis_id, c.dimension, c.claim_index, c.kind, c.claim, c.verdict, c.fact)
-                         for c in grounding.check_answer(dims, desc, e, CLASSES)]
-        assert len({c[3] for c in expected}) >= 2  # e.g. dark, background_colour
-        stored = [(c.hypothesis_id, c.dimension, c.claim_index, c.kind, c.claim, c.verdict, c.fact)
-                  for c in _records(wh, "select * from claims")]
-        assert sorted(stored, key=str) == sorted(expected, key=str) and res.claims == len(expected)
-    else:  # grounding not implemented yet: no facts, no claims, and the stage still works
-        assert len(claims) == 0 and res.claims == 0
+    ev = decode_evidence(vars(_records(wh, "select * from evidence where example_id = 100")[0]))
+    facts = grounding.format_facts(ev, CLASSES)
+    assert facts and facts.strip() in user
+    expected = []
+    for i in sorted(h):
+        e = decode_evidence(vars(_records(wh, "select * from evidence where example_id = ?", [i])[0]))
+        dims, desc = grounded.parse(json.loads(h[i].raw_response))
+        expected += [(h[i].hypothesis_id, c.dimension, c.claim_index, c.kind, c.claim, c.verdict, c.fact)
+                     for c in grounding.check_answer(dims, desc, e, CLASSES)]
+    assert len({c[3] for c in expected}) >= 2  # e.g. dark, background_colour
+    stored = [(c.hypothesis_id, c.dimension, c.claim_index, c.kind, c.claim, c.verdict, c.fact)
+              for c in _records(wh, "select * from claims")]
+    assert sorted(stored, key=str) == sorted(expected, key=str) and res.claims == len(expected)
     with wh.connect() as con:
         check_contracts(con)

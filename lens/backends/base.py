@@ -2,27 +2,31 @@
 
 Backends know nothing of DuckDB: the ``hypothesize`` stage builds
 :class:`HypothesisRequest` objects from the warehouse, hands them to a backend, and
-stores the :class:`HypothesisAnswer` it gets back. Backends register by name::
+stores the :class:`HypothesisAnswer` it gets back. A backend is a :class:`Hypothesizer`
+subclass that declares its options (a :class:`BackendOptions` dataclass) and what it needs;
+:mod:`lens.backends.registry` finds it (built-in, entry point ``lens.backends``, or
+:func:`register` in tests) and :mod:`lens.backends.executor` runs its requests::
 
-    @register
+    @dataclass(frozen=True)
+    class MineOptions(BackendOptions):
+        mine_url: str | None = option("--mine-url", "Where Mine listens.")
+
     class MyBackend(Hypothesizer):
         name = "mine"
+        Options = MineOptions
         def answer(self, request, prompt): ...
 
-and are created with :func:`create` (``create("ollama", model="qwen3-vl:8b", ...)``).
+Created with :func:`create` (``create("ollama", model="qwen3-vl:8b", ollama_host=...)``).
 """
 
 from __future__ import annotations
 
 import re
-import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar
 
-from lens.errors import LensError
 from lens.prompts import DimensionAnswer, Prompt
 
 STATUSES = ("ok", "invalid", "error")
@@ -191,103 +195,147 @@ def stored_answer(ans: HypothesisAnswer) -> HypothesisAnswer:
     return replace(ans, dimensions=dims, description=description, raw_response=raw, error=error, repairs=[])
 
 
+# -- what a backend declares ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """How one backend option reaches the command line (``lens hypothesize``).
+
+    ``kind`` is the value's type (str, int or float); ``minimum`` (exclusive when
+    ``min_open``) and ``choices`` restrict it; a ``multiple`` option may be repeated, and its
+    values reach the backend joined by commas; ``envvar`` is read when the flag is absent.
+    """
+
+    flag: str
+    help: str
+    kind: type = str
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+    min_open: bool = False
+    multiple: bool = False
+    envvar: str | None = None
+    is_file: bool = False
+
+
+def option(flag: str, help: str, **spec: Any) -> Any:
+    """A field of a backend's :class:`BackendOptions`: None when not given, and its flag."""
+    return field(default=None, metadata={"lens": OptionSpec(flag, help, **spec)})
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """A backend's options. Subclass it with fields made by :func:`option`.
+
+    A field's name is the option's name everywhere: the click parameter, the keyword of
+    ``lens.stages.hypothesize.run`` and of ``RunConfig``. Backends that share a name share
+    the flag (``timeout`` for ``ollama`` and ``openai``).
+    """
+
+    @classmethod
+    def specs(cls) -> list[tuple[str, OptionSpec]]:
+        return [(f.name, f.metadata["lens"]) for f in fields(cls) if "lens" in f.metadata]
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> BackendOptions:
+        """The options among ``values`` that this backend takes (None values dropped)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names and v is not None})
+
+
+class UnanswerableRequest(Exception):
+    """Raised by :meth:`Hypothesizer.prepare` for a request that cannot be sent (e.g. an unreadable
+    stored image): stored as ``error`` with this text, never sent nor moved to another server."""
+
+
 class Hypothesizer(ABC):
-    """A hypothesis backend. Subclasses set ``name`` and implement :meth:`answer`."""
+    """A hypothesis backend. Subclasses set ``name`` and implement :meth:`answer`.
+
+    Class attributes declare what it needs (the stage and the CLI read them, never probing
+    with ``hasattr``): ``Options`` (its :class:`BackendOptions`), ``needs_image``,
+    ``needs_evidence``, ``server_option`` (the option that names its server; several
+    servers there make a pool) and ``auto_rank`` (``--backend auto`` tries the backends that
+    have one, lowest first, through :meth:`probe`).
+
+    Requests are run by :mod:`lens.backends.executor`, which calls :meth:`prepare` ahead of
+    time (while other requests are in flight) and :meth:`answer_prepared` when a slot frees.
+    """
 
     name: ClassVar[str]
+    Options: ClassVar[type[BackendOptions]] = BackendOptions
     #: whether the backend needs the failure image (False for 'measured' and 'import')
     needs_image: ClassVar[bool] = True
     #: whether the backend needs request.evidence (the stage then requires `lens evidence` first)
     needs_evidence: ClassVar[bool] = False
+    #: the field of ``Options`` naming the server(s) (``URL=N,URL``): several make a pool
+    server_option: ClassVar[str | None] = None
+    #: ``--backend auto`` tries the backends with a rank, lowest first (None: never chosen)
+    auto_rank: ClassVar[int | None] = None
 
-    def __init__(self, *, model: str | None = None, **options: Any):
+    def __init__(self, options: BackendOptions | None = None, *, model: str | None = None, **tuning: Any):
+        self.options = options if options is not None else self.Options()
         self.model = model or self.default_model()
-        self.options = options
+        self.tuning = tuning
 
     @classmethod
     def default_model(cls) -> str:
         return cls.name
 
+    @classmethod
+    def probe(cls, options: BackendOptions, model: str | None) -> tuple[bool, str]:
+        """(usable, why) for ``--backend auto``: quick, never raises."""
+        return True, f"the {cls.name} backend needs nothing to start"
+
     def check(self, prompt: Prompt) -> None:
         """Raise LensError with advice when the backend cannot serve (server down, model missing)."""
+
+    def example_ids(self) -> set[int] | None:
+        """The failures to answer when the backend picks them (``import``); None: the run's sample."""
+        return None
+
+    def prepare(self, request: HypothesisRequest, prompt: Prompt) -> Any:
+        """Everything about a request that can be done before a slot frees (image, messages).
+
+        Runs on the executor's preparing thread; raise :class:`UnanswerableRequest` for a
+        request that cannot be sent.
+        """
+        return None
+
+    def answer_prepared(self, request: HypothesisRequest, prompt: Prompt, prepared: Any) -> HypothesisAnswer:
+        """Answer a request prepared by :meth:`prepare` (default: :meth:`answer`)."""
+        return self.answer(request, prompt)
 
     @abstractmethod
     def answer(self, request: HypothesisRequest, prompt: Prompt) -> HypothesisAnswer:
         """Answer one request. Faults are returned as status 'invalid' / 'error', not raised."""
 
-    def answer_batch(
-        self,
-        requests: Iterable[HypothesisRequest],
-        prompt: Prompt,
-        *,
-        concurrency: int = 1,
-    ) -> Iterator[tuple[HypothesisRequest, HypothesisAnswer]]:
-        """Answer requests with up to ``concurrency`` in flight; yields in completion order."""
-        if concurrency <= 1:
-            for req in requests:
-                yield req, self._safe_answer(req, prompt)
-            return
-        pending: dict[Future, HypothesisRequest] = {}
-        it = iter(requests)
-        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"lens-{self.name}") as pool:
-            for req in it:
-                pending[pool.submit(self._safe_answer, req, prompt)] = req
-                if len(pending) >= concurrency:
-                    break
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    req = pending.pop(fut)
-                    yield req, fut.result()
-                    nxt = next(it, None)
-                    if nxt is not None:
-                        pending[pool.submit(self._safe_answer, nxt, prompt)] = nxt
-
-    def _safe_answer(self, request: HypothesisRequest, prompt: Prompt) -> HypothesisAnswer:
-        start = time.perf_counter()
-        try:
-            return self.answer(request, prompt)
-        except LensError:
-            raise
-        except Exception as exc:  # a backend bug must not stop the stage: record it
-            return HypothesisAnswer(
-                status="error", error=f"{type(exc).__name__}: {exc}", latency_s=time.perf_counter() - start
-            )
-
-
-_REGISTRY: dict[str, type[Hypothesizer]] = {}
-# Modules that register the built-in backends when imported (lazily: they import clients).
-_BUILTIN_MODULES = {
-    "ollama": "lens.backends.ollama_backend",
-    "openai": "lens.backends.openai_backend",
-    "measured": "lens.backends.measured",
-    "import": "lens.backends.imported",
-}
-
 
 def register(cls: type[Hypothesizer]) -> type[Hypothesizer]:
-    """Class decorator: make a backend available by its ``name``."""
-    _REGISTRY[cls.name] = cls
-    return cls
+    """Class decorator: make a backend available by its ``name`` in this process (tests).
+
+    Packages register backends with an entry point instead (:mod:`lens.backends.registry`).
+    """
+    from lens.backends import registry
+
+    return registry.add(cls)
 
 
 def backend_names() -> list[str]:
-    return sorted(set(_REGISTRY) | set(_BUILTIN_MODULES))
+    from lens.backends import registry
+
+    return registry.names()
 
 
 def get(name: str) -> type[Hypothesizer]:
-    if name not in _REGISTRY and name in _BUILTIN_MODULES:
-        import importlib
+    from lens.backends import registry
 
-        importlib.import_module(_BUILTIN_MODULES[name])
-    if name not in _REGISTRY:
-        raise LensError(f"Unknown backend {name!r}; choose one of {', '.join(backend_names())}")
-    return _REGISTRY[name]
+    return registry.get(name)
 
 
-def create(name: str, **options: Any) -> Hypothesizer:
-    """Create a backend by name with its options (model=..., host=..., timeout=...)."""
-    return get(name)(**options)
-
-
-ProgressCallback = Callable[[HypothesisRequest, HypothesisAnswer], None]
+def create(name: str, *, model: str | None = None, **options: Any) -> Hypothesizer:
+    """Create a backend by name: its options by field name, anything else as tuning (``retries=``)."""
+    cls = get(name)
+    names = {n for n, _ in cls.Options.specs()} | {f.name for f in fields(cls.Options)}
+    given = {k: v for k, v in options.items() if k in names}
+    tuning = {k: v for k, v in options.items() if k not in names}
+    return cls(cls.Options.from_values(given), model=model, **tuning)

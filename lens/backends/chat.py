@@ -26,24 +26,24 @@ from __future__ import annotations
 import functools
 import io
 import json
-import queue
-import threading
 import time
 from abc import abstractmethod
-from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from lens.backends.base import (
     KEPT_CHARS,
     MAX_ANSWER_CHARS,
+    BackendOptions,
     HypothesisAnswer,
     HypothesisRequest,
     Hypothesizer,
+    UnanswerableRequest,
     clean_text,
+    option,
     oversized,
 )
 from lens.backends.parsing import parse_answer
-from lens.errors import LensError
 from lens.prompts import AnswerError, Prompt
 
 DEFAULT_IMAGE_SIZE = 128
@@ -53,8 +53,27 @@ DEFAULT_BACKOFF = 1.0
 RESAMPLE = ("bicubic", "nearest")
 #: longest reply parsed (the limit of every backend, :data:`lens.backends.base.MAX_ANSWER_CHARS`)
 MAX_REPLY_CHARS = MAX_ANSWER_CHARS
-__all__ = ["KEPT_CHARS", "MAX_REPLY_CHARS", "BadReply", "ChatBackend", "TransportError", "oversized",
+__all__ = ["KEPT_CHARS", "MAX_REPLY_CHARS", "BadReply", "ChatBackend", "ChatOptions", "TransportError", "oversized",
            "prepare_image", "prompt_schema", "repair_message", "system_message"]
+
+
+@dataclass(frozen=True)
+class ChatOptions(BackendOptions):
+    """The options of every chat backend (a subclass adds where its server is)."""
+
+    timeout: float | None = option("--timeout", f"Seconds per request (default {DEFAULT_TIMEOUT:g}).",
+                                   kind=float, minimum=0, min_open=True)
+    image_size: int | None = option("--image-size", "Upscale images to this many px on the longer side "
+                                    f"(default {DEFAULT_IMAGE_SIZE}).", kind=int, minimum=1)
+    resample: str | None = option("--resample", "Upscaling filter (default bicubic).", choices=RESAMPLE)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A chat request made ready before a slot frees: its messages and the image as sent."""
+
+    messages: list[dict[str, Any]]
+    image: Any
 
 
 def prepare_image(png: bytes, size: int = DEFAULT_IMAGE_SIZE, resample: str = "bicubic", *,
@@ -114,27 +133,30 @@ class BadReply(Exception):
 
 
 class ChatBackend(Hypothesizer):
-    """Base of the HTTP chat backends; see the module docstring for the fault policy."""
+    """Base of the HTTP chat backends; see the module docstring for the fault policy.
 
+    Tuning keywords (``backend_options`` of the stage, no flags): ``temperature``,
+    ``retries``, ``retry_backoff``.
+    """
+
+    Options = ChatOptions
     #: zlib level of the upscaled PNG: a local server wants speed, a remote one fewer bytes
     png_compress_level: int = 1
 
     def __init__(
         self,
+        options: ChatOptions | None = None,
         *,
         model: str | None = None,
-        timeout: float | None = None,
-        image_size: int | None = None,
-        resample: str | None = None,
         temperature: float = 0.1,
         retries: int = DEFAULT_RETRIES,
         retry_backoff: float = DEFAULT_BACKOFF,
-        **options: Any,
     ):
-        super().__init__(model=model, **options)
-        self.timeout = float(timeout) if timeout else DEFAULT_TIMEOUT
-        self.image_size = int(image_size) if image_size else DEFAULT_IMAGE_SIZE
-        self.resample = resample or "bicubic"
+        super().__init__(options, model=model)
+        opts = self.options
+        self.timeout = float(opts.timeout) if opts.timeout else DEFAULT_TIMEOUT
+        self.image_size = int(opts.image_size) if opts.image_size else DEFAULT_IMAGE_SIZE
+        self.resample = opts.resample or "bicubic"
         if self.resample not in RESAMPLE:
             raise ValueError(f"resample must be one of {RESAMPLE}")
         self.temperature = temperature
@@ -150,97 +172,6 @@ class ChatBackend(Hypothesizer):
     @abstractmethod
     def classify(self, exc: Exception) -> tuple[bool, str]:
         """(transient?, message) for an exception raised by :meth:`send`."""
-
-    # -- concurrency -------------------------------------------------------------------------
-
-    def answer_batch(
-        self,
-        requests: Iterable[HypothesisRequest],
-        prompt: Prompt,
-        *,
-        concurrency: int = 1,
-    ) -> Iterator[tuple[HypothesisRequest, HypothesisAnswer]]:
-        """Like :meth:`Hypothesizer.answer_batch`, tuned so a server slot never waits on Lens.
-
-        One thread prepares the next requests (image upscale + PNG) ahead of time into a
-        short queue; ``concurrency`` workers each take a prepared request the moment their
-        previous reply is in, so between a reply and the next request there is only the
-        HTTP call itself. Yields in completion order.
-        """
-        if concurrency <= 1:
-            yield from super().answer_batch(requests, prompt, concurrency=1)
-            return
-        it = iter(requests)
-        stop = threading.Event()
-        ready: queue.Queue = queue.Queue(maxsize=2 * concurrency)
-        out: queue.Queue = queue.Queue()
-        finished = object()
-
-        def offer(item: Any) -> bool:
-            while not stop.is_set():
-                try:
-                    ready.put(item, timeout=0.1)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        def prepare() -> None:
-            try:
-                for req in it:
-                    try:
-                        item: Any = (req, self.prepare_image(req), None)
-                    except Exception as exc:  # an unreadable stored image: that request fails alone
-                        item = (req, None, f"cannot read the stored image: {type(exc).__name__}: {exc}")
-                    if not offer(item):
-                        return
-            except BaseException as exc:  # the request iterator itself failed: hand it on
-                out.put(exc)
-            finally:
-                for _ in range(concurrency):
-                    offer(None)
-
-        def work() -> None:
-            try:
-                while not stop.is_set():
-                    item = ready.get()
-                    if item is None:
-                        return
-                    req, image, problem = item
-                    if problem is not None:
-                        out.put((req, HypothesisAnswer(status="error", error=problem, attempts=0)))
-                        continue
-                    start = time.perf_counter()
-                    try:
-                        ans = self._answer(req, prompt, image)
-                    except LensError:
-                        raise
-                    except Exception as exc:  # a backend bug must not stop the stage: record it
-                        ans = HypothesisAnswer(status="error", error=f"{type(exc).__name__}: {exc}",
-                                               latency_s=time.perf_counter() - start)
-                    out.put((req, ans))
-            except BaseException as exc:  # a LensError from a backend: handed to the caller
-                out.put(exc)
-            finally:
-                out.put(finished)
-
-        threads = [threading.Thread(target=prepare, name=f"lens-{self.name}-prepare", daemon=True)]
-        threads += [threading.Thread(target=work, name=f"lens-{self.name}-{i}", daemon=True)
-                    for i in range(concurrency)]
-        for t in threads:
-            t.start()
-        running = concurrency
-        try:
-            while running:
-                item = out.get()
-                if item is finished:
-                    running -= 1
-                elif isinstance(item, BaseException):
-                    raise item
-                else:
-                    yield item
-        finally:
-            stop.set()  # the caller stopped early or failed: start no new requests
 
     # -- the request loop ------------------------------------------------------------------
 
@@ -275,12 +206,24 @@ class ChatBackend(Hypothesizer):
         return prepare_image(request.image_png, self.image_size, self.resample,
                              compress_level=self.png_compress_level)
 
-    def answer(self, request: HypothesisRequest, prompt: Prompt) -> HypothesisAnswer:
-        return self._answer(request, prompt, self.prepare_image(request))
+    def encode_image(self, png: bytes) -> Any:
+        """The prepared PNG in the form :meth:`send` takes (a subclass may encode it ahead)."""
+        return png
 
-    def _answer(self, request: HypothesisRequest, prompt: Prompt, image: bytes | None) -> HypothesisAnswer:
+    def prepare(self, request: HypothesisRequest, prompt: Prompt) -> Prepared:
+        """The messages and the image, made while other requests are in flight."""
+        try:
+            png = self.prepare_image(request)
+        except Exception as exc:  # an unreadable stored image: that request fails alone
+            raise UnanswerableRequest(f"cannot read the stored image: {type(exc).__name__}: {exc}") from exc
+        return Prepared(self.messages(request, prompt), None if png is None else self.encode_image(png))
+
+    def answer(self, request: HypothesisRequest, prompt: Prompt) -> HypothesisAnswer:
+        return self.answer_prepared(request, prompt, self.prepare(request, prompt))
+
+    def answer_prepared(self, request: HypothesisRequest, prompt: Prompt, prepared: Prepared) -> HypothesisAnswer:
         repairs: list[str] = []
-        ans = self._answer_once(request, prompt, image, repairs)
+        ans = self._answer_once(prepared.messages, prompt, prepared.image, repairs)
         ans.repairs.extend(repairs)
         return ans
 
@@ -294,9 +237,8 @@ class ChatBackend(Hypothesizer):
                                f"replaced by U+FFFD in the {which}")
         return text, err, attempts, waited
 
-    def _answer_once(self, request: HypothesisRequest, prompt: Prompt, image: bytes | None,
+    def _answer_once(self, messages: list[dict[str, Any]], prompt: Prompt, image: Any,
                      repairs: list[str]) -> HypothesisAnswer:
-        messages = self.messages(request, prompt)
         text, err, attempts, waited = self._send_clean(messages, prompt, image, repairs, "reply")
         if text is None:
             return HypothesisAnswer(status="error", error=err, attempts=attempts, latency_s=waited)

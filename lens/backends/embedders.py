@@ -20,7 +20,9 @@ Names, resolved by :func:`create`:
   when it does not, or ``HF_HUB_OFFLINE`` is set, :class:`~lens.errors.LensError` says so and
   how to get the model, in seconds (sentence-transformers' own retries take over a minute
   per file before failing).
-* names registered with :func:`register` (a factory taking no arguments).
+* names registered with :func:`register` (a factory taking no arguments), or by a package's
+  entry point in group ``lens.backends`` naming an :class:`Embedder` subclass (made with no
+  arguments; see :mod:`lens.backends.registry`).
 
 sentence-transformers (and torch) are imported only when a model is loaded.
 """
@@ -207,11 +209,18 @@ def register(name: str, factory: Callable[[], Embedder]) -> None:
     _REGISTRY[name] = factory
 
 
+def _plugin(name: str) -> Callable[[], Embedder] | None:
+    """The factory registered for ``name``: by :func:`register`, else by a plugin's entry point."""
+    from lens.backends import registry
+
+    return _REGISTRY.get(name) or registry.embedder(name)
+
+
 def canonical_name(name_or_path: str) -> str:
     """The name the warehouse records: aliases of the default folded, paths made absolute."""
     if name_or_path.lower() in _BUNDLED_ALIASES:
         return DEFAULT_EMBEDDER
-    if name_or_path not in _REGISTRY and Path(name_or_path).expanduser().is_dir():
+    if _plugin(name_or_path) is None and Path(name_or_path).expanduser().is_dir():
         return str(Path(name_or_path).expanduser().resolve())
     return name_or_path
 
@@ -219,8 +228,9 @@ def canonical_name(name_or_path: str) -> str:
 def create(name_or_path: str = DEFAULT_EMBEDDER, *, device: str | None = None) -> Embedder:
     """Create an embedder by registered name, the default's name, a folder, or a hub name."""
     name = canonical_name(name_or_path)
-    if name in _REGISTRY:
-        return _REGISTRY[name]()
+    factory = _plugin(name)
+    if factory is not None:
+        return factory()
     if name == DEFAULT_EMBEDDER:
         return SentenceTransformerEmbedder(name, str(bundled_model_path()), device=device)
     if Path(name).is_dir():

@@ -36,10 +36,19 @@ no answers at all.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lens.backends.base import HypothesisAnswer, HypothesisRequest, Hypothesizer, clean_text, oversized, register
+from lens.backends.base import (
+    BackendOptions,
+    HypothesisAnswer,
+    HypothesisRequest,
+    Hypothesizer,
+    clean_text,
+    option,
+    oversized,
+)
 from lens.backends.parsing import parse_answer
 from lens.errors import DataError, LensError
 from lens.prompts import AnswerError, Prompt
@@ -117,14 +126,20 @@ def _short(n: int) -> str:
     return text if len(text) <= 30 else f"{text[:12]}…({len(text)} digits)"
 
 
-@register
+@dataclass(frozen=True)
+class ImportOptions(BackendOptions):
+    from_path: str | None = option("--from", "JSONL file of answers for --backend import.", is_file=True)
+
+
 class ImportBackend(Hypothesizer):
     """Answers read from a JSONL file (format in the module docstring)."""
 
     name = "import"
+    Options = ImportOptions
     needs_image = False
 
-    def __init__(self, *, path: str | Path | None = None, model: str | None = None, **options: Any):
+    def __init__(self, options: ImportOptions | None = None, *, model: str | None = None, **tuning: Any):
+        path = options.from_path if options is not None else None
         if path is None:
             raise LensError("--backend import needs --from FILE.jsonl")
         self.path = Path(path)
@@ -139,7 +154,7 @@ class ImportBackend(Hypothesizer):
             )
         else:
             model = next(iter(models), None) or DEFAULT_MODEL
-        super().__init__(model=model, **options)
+        super().__init__(options, model=model, **tuning)
         self.records: dict[int, tuple[int, dict[str, Any]]] = {}
         for lineno, rec in records:
             eid = rec["example_id"]

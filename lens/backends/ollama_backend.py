@@ -16,10 +16,11 @@ To serve several requests at once start Ollama with ``OLLAMA_NUM_PARALLEL=N`` an
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
-from lens.backends.base import register
-from lens.backends.chat import BadReply, ChatBackend, prompt_schema
+from lens.backends.base import option
+from lens.backends.chat import BadReply, ChatBackend, ChatOptions, prompt_schema
 from lens.errors import LensError
 from lens.prompts import Prompt
 
@@ -49,20 +50,30 @@ def _model_names(listing) -> set[str]:
     return names
 
 
-@register
+@dataclass(frozen=True)
+class OllamaOptions(ChatOptions):
+    ollama_host: str | None = option(
+        "--ollama-host", f"Ollama URL (default {DEFAULT_HOST}). Several servers: repeat it or separate by commas; "
+        "URL=N gives a server N parallel requests (default --concurrency). Env: OLLAMA_HOST.",
+        multiple=True, envvar="OLLAMA_HOST")
+
+
 class OllamaBackend(ChatBackend):
     """Ask a vision-language model served by Ollama (see the module docstring)."""
 
     name = "ollama"
+    Options = OllamaOptions
+    server_option = "ollama_host"
+    auto_rank = 0  # `--backend auto`: Ollama first, when it has the model
     png_compress_level = 0  # Ollama is usually local: skip zlib, bytes are cheap on loopback
 
-    def __init__(self, *, host: str | None = None, **options: Any):
-        super().__init__(**options)
+    def __init__(self, options: OllamaOptions | None = None, **kw: Any):
+        super().__init__(options, **kw)
         import ollama
 
         import httpx
 
-        self.host = resolve_host(host)
+        self.host = resolve_host(self.options.ollama_host)
         self._ollama = ollama
         # one client (its connection pool serves all threads); connecting gets at most 10 s
         self.client = ollama.Client(host=self.host,
@@ -76,11 +87,13 @@ class OllamaBackend(ChatBackend):
     # -- availability --------------------------------------------------------------------
 
     @classmethod
-    def probe(cls, host: str | None, model: str | None, timeout: float = 3.0) -> tuple[bool, str]:
-        """(usable, why): whether Ollama at ``host`` answers and has ``model`` pulled."""
+    def probe(cls, options: OllamaOptions, model: str | None, timeout: float = 3.0) -> tuple[bool, str]:
+        """(usable, why): whether Ollama (the first server named) answers and has ``model`` pulled."""
         import ollama
 
-        url = resolve_host(host)
+        from lens.backends.pool import first_server
+
+        url = resolve_host(first_server(options.ollama_host))
         model = model or DEFAULT_MODEL
         try:
             listing = ollama.Client(host=url, timeout=timeout).list()

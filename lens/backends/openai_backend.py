@@ -19,10 +19,11 @@ from __future__ import annotations
 import base64
 import os
 import threading
+from dataclasses import dataclass
 from typing import Any
 
-from lens.backends.base import register
-from lens.backends.chat import BadReply, ChatBackend, prompt_schema
+from lens.backends.base import option
+from lens.backends.chat import BadReply, ChatBackend, ChatOptions, prompt_schema
 from lens.errors import LensError
 from lens.prompts import Prompt
 
@@ -33,18 +34,28 @@ PLACEHOLDER_KEY = "not-needed"
 FORMATS = ("json_schema", "json_object", "none")
 
 
-@register
+@dataclass(frozen=True)
+class OpenAIOptions(ChatOptions):
+    base_url: str | None = option("--base-url", "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1; "
+                                  "several like --ollama-host.", multiple=True)
+    api_key_env: str | None = option("--api-key-env", "Environment variable holding the API key "
+                                     "(default OPENAI_API_KEY).")
+
+
 class OpenAIBackend(ChatBackend):
     """Ask a vision-language model behind an OpenAI-compatible API (see the module docstring)."""
 
     name = "openai"
+    Options = OpenAIOptions
+    server_option = "base_url"
 
-    def __init__(self, *, base_url: str | None = None, api_key_env: str | None = None, **options: Any):
-        self._model_given = bool(options.get("model"))
-        super().__init__(**options)
+    def __init__(self, options: OpenAIOptions | None = None, **kw: Any):
+        self._model_given = bool(kw.get("model"))
+        super().__init__(options, **kw)
         import openai
 
         self._openai = openai
+        base_url, api_key_env = self.options.base_url, self.options.api_key_env
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         if api_key_env:
             key = os.environ.get(api_key_env)
@@ -85,12 +96,15 @@ class OpenAIBackend(ChatBackend):
 
     # -- one request -----------------------------------------------------------------------
 
-    def _payload(self, messages: list[dict[str, Any]], image_png: bytes | None) -> list[dict[str, Any]]:
+    def encode_image(self, png: bytes) -> str:
+        """The image as the data URL the request carries (made while other requests are in flight)."""
+        return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+    def _payload(self, messages: list[dict[str, Any]], url: str | None) -> list[dict[str, Any]]:
         out = []
         done = False
         for m in messages:
-            if m["role"] == "user" and image_png is not None and not done:
-                url = "data:image/png;base64," + base64.b64encode(image_png).decode("ascii")
+            if m["role"] == "user" and url is not None and not done:
                 out.append({"role": "user", "content": [
                     {"type": "text", "text": m["content"]},
                     {"type": "image_url", "image_url": {"url": url}},
@@ -108,8 +122,8 @@ class OpenAIBackend(ChatBackend):
             return {"type": "json_object"}
         return None
 
-    def send(self, messages: list[dict[str, Any]], prompt: Prompt, image_png: bytes | None) -> str:
-        payload = self._payload(messages, image_png)
+    def send(self, messages: list[dict[str, Any]], prompt: Prompt, image: str | None) -> str:
+        payload = self._payload(messages, image)
         while True:
             fmt = self._format
             kwargs: dict[str, Any] = {"model": self.model, "messages": payload, "temperature": self.temperature}

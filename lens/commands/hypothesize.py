@@ -1,41 +1,67 @@
-"""`lens hypothesize`: why did each sampled failure fail? Ask a vision-language model."""
+"""`lens hypothesize`: why did each sampled failure fail? Ask a vision-language model.
+
+The ``--backend`` choices and the backends' own options (``--ollama-host``, ``--timeout``,
+``--from``, ...) are built from :mod:`lens.backends.registry`: a backend installed as a plugin
+appears here with its flags.
+"""
 
 from __future__ import annotations
 
 import click
 
-BACKENDS = ("auto", "ollama", "openai", "measured", "import")
+from lens.backends import registry
+
+
+def _click_type(spec):
+    if spec.choices:
+        return click.Choice(spec.choices)
+    if spec.is_file:
+        return click.Path(dir_okay=False)
+    if spec.kind is float:
+        return click.FloatRange(min=spec.minimum, min_open=spec.min_open)
+    if spec.kind is int:
+        return click.IntRange(min=spec.minimum, min_open=spec.min_open)
+    return None
+
+
+def backend_options(command):
+    """Add every registered backend's options to a click command (once each, as declared)."""
+    for name, spec, users in reversed(registry.option_specs()):
+        used = ", ".join(users)
+        command = click.option(spec.flag, name, type=_click_type(spec), default=None, multiple=spec.multiple,
+                               envvar=spec.envvar, help=f"{spec.help} [{used}]")(command)
+    return command
+
+
+def option_values(given: dict) -> dict:
+    """Backend option values as the stage takes them: repeated flags joined by commas."""
+    multiple = {name for name, spec, _ in registry.option_specs() if spec.multiple}
+    return {k: (",".join(v) or None) if k in multiple else v for k, v in given.items()}
+
+
+def backend_option(*, default: str | None = "auto", help: str | None = None):
+    """``--backend``: a choice among the registered backends and ``auto``."""
+    first = registry.auto_candidates()
+    auto = " or ".join(c.name for c in first[:1]) + (f" when usable, else {first[-1].name}" if len(first) > 1 else "")
+    return click.option("--backend", type=click.Choice(["auto", *registry.names()]), default=default,
+                        show_default=default is not None,
+                        help=help or f"auto: {auto}.")
 
 
 @click.command()
 @click.option("--run", "run_id", default=None, help="Run to analyse (default: the newest).")
 @click.option("--prompt", default="reference", show_default=True,
               help="Prompt: a shipped name (reference, grounded) or a .toml file.")
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
-              help="auto: ollama when reachable with the model, else measured.")
+@backend_option()
 @click.option("--model", default=None, help="Model name (ollama default: qwen3-vl:8b).")
 @click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
               help="Requests in flight (match OLLAMA_NUM_PARALLEL).")
 @click.option("--force", is_flag=True, help="Ask again for failures already answered.")
 @click.option("--retry-errors", is_flag=True, help="Ask again for answers stored as invalid or error.")
 @click.option("--limit", type=click.IntRange(min=0), default=None, help="Ask for at most N failures now.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Seconds per request (default 120).")
-@click.option("--image-size", type=click.IntRange(min=1), default=None,
-              help="Upscale images to this many px on the longer side (default 128).")
-@click.option("--resample", type=click.Choice(("bicubic", "nearest")), default=None,
-              help="Upscaling filter (default bicubic).")
-@click.option("--ollama-host", envvar="OLLAMA_HOST", multiple=True,
-              help="Ollama URL (default http://127.0.0.1:11434). Several servers: repeat it or separate by commas; "
-                   "URL=N gives a server N parallel requests (default --concurrency). Env: OLLAMA_HOST.")
-@click.option("--base-url", multiple=True, help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1; several "
-              "like --ollama-host.")
-@click.option("--api-key-env", default=None, help="Environment variable holding the API key (default OPENAI_API_KEY).")
-@click.option("--from", "from_path", type=click.Path(dir_okay=False), default=None,
-              help="JSONL file of answers for --backend import.")
+@backend_options
 @click.pass_obj
-def hypothesize(wh, run_id, prompt, backend, model, concurrency, force, retry_errors, limit, timeout, image_size,
-                resample, ollama_host, base_url, api_key_env, from_path):
+def hypothesize(wh, run_id, prompt, backend, model, concurrency, force, retry_errors, limit, **options):
     """Ask a vision-language model why each sampled failure failed.
 
     For every failure in `lens sample`'s sample, the model sees the image, the true and
@@ -66,10 +92,7 @@ def hypothesize(wh, run_id, prompt, backend, model, concurrency, force, retry_er
 
     res = stage.run(
         wh, run_id=run_id, prompt=prompt, backend=backend, model=model, concurrency=concurrency, force=force,
-        retry_errors=retry_errors, limit=limit, timeout=timeout, image_size=image_size, resample=resample,
-        ollama_host=",".join(ollama_host) or None, base_url=",".join(base_url) or None, api_key_env=api_key_env,
-        from_path=from_path,
-        echo=click.echo,
+        retry_errors=retry_errors, limit=limit, echo=click.echo, **option_values(options),
     )
     if res.not_failures:
         shown = ", ".join(map(str, res.not_failures[:5])) + (" ..." if len(res.not_failures) > 5 else "")

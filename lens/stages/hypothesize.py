@@ -14,8 +14,8 @@ Output, one answer per (run, failure, backend, model, prompt sha256)::
                            answer / reason), summary (the one-sentence verdict)
     claims                 for ok answers with evidence: lens.grounding.check_answer(...)
 
-Concurrency and durability: the backend answers with ``concurrency`` requests in flight
-(threads); every answer flows to ONE writer, this module's main thread, which commits a
+Concurrency and durability: :mod:`lens.backends.executor` answers with ``concurrency``
+requests in flight per server; every answer comes to ONE writer, this module's thread, which commits a
 batch every ``BATCH_SIZE`` answers or ``BATCH_SECONDS`` seconds in a short transaction
 (delete-then-insert of those hypothesis ids, so a redo replaces). A SIGKILL loses at most
 the uncommitted batch and the requests in flight; nothing committed is touched again.
@@ -27,10 +27,7 @@ Resume: a failure already answered for (backend, model, prompt sha256) is skippe
 
 from __future__ import annotations
 
-import json
-import queue
 import re
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,8 +35,9 @@ from typing import Any
 import pyarrow as pa
 
 from lens import prompts as prompts_mod
-from lens.backends import base, pool
+from lens.backends import base, pool, registry
 from lens.backends.base import HypothesisAnswer, HypothesisRequest, Hypothesizer
+from lens.backends.executor import Lanes
 from lens.errors import LensError
 from lens.warehouse import Warehouse, class_names, insert_arrow, record_stage, require_run, stable_id, utcnow
 
@@ -49,7 +47,7 @@ STAGE = "hypothesize"
 BATCH_SIZE = 128
 BATCH_SECONDS = 2.0
 _TABLES = ("claims", "hypothesis_dimensions", "hypotheses")
-_DONE = object()
+NO_IMAGE = "no image stored for this failure (failures.image_png is empty)"
 
 
 @dataclass
@@ -83,43 +81,36 @@ def hypothesis_id(run_id: str, example_id: int, backend: str, model: str, prompt
     return stable_id(run_id, int(example_id), backend, model, prompt_sha256)
 
 
-# -- backend choice -----------------------------------------------------------------------
+# -- the backend ----------------------------------------------------------------------------
 
 
-def _backend_class(name: str) -> type[Hypothesizer]:
-    try:
-        return base.get(name)
-    except ModuleNotFoundError as exc:
-        if name == "measured" and exc.name and exc.name.startswith("lens.backends"):
-            raise LensError(
-                "The measured backend is not available in this installation yet: start Ollama "
-                "(`ollama serve`, `ollama pull qwen3-vl:8b`), or use --backend openai / import."
-            ) from exc
-        raise
+def choose_backend(*, model: str | None = None, **options: Any) -> tuple[str, str]:
+    """``--backend auto``: (name, why): the first usable backend of the registry's auto order
+    (Ollama when it answers with the model, else the measured analyst)."""
+    return registry.choose_auto(options, model)
 
 
-def choose_backend(*, model: str | None = None, ollama_host: str | None = None) -> tuple[str, str]:
-    """``--backend auto``: (name, why). Ollama when reachable with the model, else measured."""
-    ollama_cls = _backend_class("ollama")
-    usable, why = ollama_cls.probe(ollama_host, model)  # type: ignore[attr-defined]
-    if usable:
-        return "ollama", why
-    try:
-        _backend_class("measured")
-    except LensError as exc:
-        raise LensError(f"--backend auto: {why}. {exc}") from None
-    return "measured", f"{why}; using the measured analyst instead"
+def open_backend(backend: str, *, model: str | None, concurrency: int, options: dict[str, Any],
+                 tuning: dict[str, Any] | None = None, echo=None) -> tuple[Lanes, str | None]:
+    """The backend's lanes (one server, or a pool) and, for ``auto``, why it was chosen.
 
-
-def _options_for(name: str, **given: Any) -> dict[str, Any]:
-    """The options each built-in backend takes (None values dropped)."""
-    wanted = {
-        "ollama": ("host", "timeout", "image_size", "resample"),
-        "openai": ("base_url", "api_key_env", "timeout", "image_size", "resample"),
-        "import": ("path",),
-        "measured": (),
-    }.get(name, tuple(given))
-    return {k: v for k, v in given.items() if k in wanted and v is not None}
+    ``options``: backend options by name (``ollama_host=...``, ``timeout=...``; each backend
+    takes those its ``Options`` declares); ``tuning`` goes to the backend as it is.
+    """
+    unknown = set(options) - {name for name, _, _ in registry.option_specs()}
+    if unknown:
+        raise LensError(f"No backend takes the option(s) {', '.join(sorted(unknown))}.")
+    reason = None
+    if backend == "auto":
+        backend, reason = choose_backend(model=model, **options)
+        if echo is not None:
+            echo(f"Backend: {backend} ({reason})")
+        if registry.auto_candidates()[0].name != backend:
+            model = None  # --model names the model of the backend auto tries first
+    cls = registry.get(backend)
+    lanes = pool.lanes(cls, registry.options_for(cls, options), model=model, concurrency=concurrency,
+                       tuning=tuning)
+    return lanes, reason
 
 
 # -- reading the warehouse -----------------------------------------------------------------
@@ -127,22 +118,6 @@ def _options_for(name: str, **given: Any) -> dict[str, Any]:
 
 def _rows(con, sql: str, params: list[Any]) -> list[dict[str, Any]]:
     return con.execute(sql, params).to_arrow_table().to_pylist()
-
-
-def _decode_evidence(row: dict[str, Any]) -> dict[str, Any]:
-    from lens.measure import decode_evidence
-
-    return decode_evidence(row)
-
-
-def _grounding(name: str):
-    """lens.grounding.<name>, or None while it is not implemented."""
-    from lens import grounding
-
-    try:
-        return getattr(grounding, name)
-    except AttributeError:
-        return None
 
 
 def _uses_evidence(prompt: prompts_mod.Prompt) -> bool:
@@ -178,7 +153,9 @@ class _Writer:
         self.names = names
         self.started = started
         self.details = details
-        self.check_answer = _grounding("check_answer")
+        from lens.grounding import check_answer
+
+        self.check_answer = check_answer
         self._reset()
 
     def _reset(self) -> None:
@@ -219,7 +196,7 @@ class _Writer:
                 for k, v in (("hypothesis_id", req.key), ("run_id", req.run_id), ("example_id", req.example_id),
                              ("dimension", dim), ("tag", d.tag), ("text", d.text), ("summary", d.summary)):
                     self.dims[k].append(v)
-            if req.evidence is not None and self.check_answer is not None:
+            if req.evidence is not None:
                 self._add_claims(req, ans)
         self.pending += 1
         if self.oldest is None:
@@ -320,6 +297,121 @@ class _Writer:
 # -- the stage -------------------------------------------------------------------------------
 
 
+@dataclass
+class _Inputs:
+    """What the warehouse holds for the run: candidates, stored answers, evidence."""
+
+    run_id: str
+    names: list[str]
+    rows: list[dict[str, Any]]  # the failures to answer (sample order, or the backend's ids)
+    existing: dict[str, str]  # hypothesis_id -> status, of this backend, model and prompt
+    evidence: dict[int, dict[str, Any]]
+    not_failures: list[int]
+
+
+_SELECT = ("select f.example_id, f.label, f.pred, f.confidence, f.true_prob, {image},"
+           " p.top3_class, p.top3_prob from failures f"
+           " left join predictions p on p.run_id = f.run_id and p.example_id = f.example_id")
+
+
+def _read(warehouse: Warehouse, run_id: str | None, hyp: Hypothesizer, prompt: prompts_mod.Prompt) -> _Inputs:
+    from lens.measure import decode_evidence
+
+    only_ids = hyp.example_ids()
+    select = _SELECT.format(image="f.image_png" if hyp.needs_image else "null::blob as image_png")
+    not_failures: list[int] = []
+    with warehouse.connect() as con:
+        run_id = require_run(con, run_id)
+        names = class_names(con, run_id)
+        if only_ids is None:
+            rows = _rows(con, select + " join samples s on s.run_id = f.run_id and s.example_id = f.example_id"
+                         " where f.run_id = ? order by s.rank, f.example_id", [run_id])
+            if not rows:
+                raise LensError(f"Run {run_id!r} has no sampled failures: run `lens sample --run {run_id}` first.")
+        else:
+            rows = _rows(con, select + " where f.run_id = ? and f.example_id in (select unnest(?::bigint[]))"
+                         " order by f.example_id", [run_id, sorted(only_ids)])
+            not_failures = sorted(only_ids - {r["example_id"] for r in rows})
+        existing = dict(con.execute(
+            "select hypothesis_id, status from hypotheses where run_id = ? and backend = ? and model = ?"
+            " and prompt_sha256 = ?", [run_id, hyp.name, hyp.model, prompt.sha256]).fetchall())
+        evidence = {int(e["example_id"]): decode_evidence(e)
+                    for e in _rows(con, "select * from evidence where run_id = ?", [run_id])}
+    for row in rows:  # the failure's classes, for evidence rows that do not carry them
+        row["key"] = hypothesis_id(run_id, row["example_id"], hyp.name, hyp.model, prompt.sha256)
+        ev = evidence.get(int(row["example_id"]))
+        for col in ("label", "pred"):
+            if ev is not None and ev.get(col) is None:
+                ev[col] = row[col]
+    return _Inputs(run_id, names, rows, existing, evidence, not_failures)
+
+
+def _to_ask(inputs: _Inputs, hyp: Hypothesizer, *, force: bool, retry_errors: bool,
+            limit: int | None) -> tuple[list[dict[str, Any]], int]:
+    """The rows to ask now and how many are skipped as answered (resume: module docstring)."""
+    todo = [row for row in inputs.rows if inputs.existing.get(row["key"]) is None or force
+            or (retry_errors and inputs.existing[row["key"]] in ("invalid", "error"))]
+    skipped = len(inputs.rows) - len(todo)
+    if limit is not None:
+        todo = todo[:limit]
+    if hyp.needs_evidence:
+        missing = [r["example_id"] for r in todo if r["example_id"] not in inputs.evidence]
+        if missing:
+            raise LensError(
+                f"The {hyp.name} backend needs measured evidence, and {len(missing)} failures of run "
+                f"{inputs.run_id!r} have none (e.g. example {missing[0]}): run `lens evidence --run "
+                f"{inputs.run_id}` first."
+            )
+    return todo, skipped
+
+
+def _request_for(inputs: _Inputs, prompt: prompts_mod.Prompt):
+    """A function: one warehouse row -> its HypothesisRequest."""
+    from lens.grounding import format_facts
+
+    names, with_facts = inputs.names, _uses_evidence(prompt)
+
+    def request(row: dict[str, Any]) -> HypothesisRequest:
+        ev = inputs.evidence.get(int(row["example_id"]))
+        top3 = [(names[c], float(p)) for c, p in zip(row["top3_class"] or [], row["top3_prob"] or [])]
+        return HypothesisRequest(
+            key=row["key"], run_id=inputs.run_id, example_id=int(row["example_id"]),
+            true_class=names[row["label"]], pred_class=names[row["pred"]],
+            true_prob=None if row["true_prob"] is None else float(row["true_prob"]),
+            confidence=float(row["confidence"]), top3=top3 or [(names[row["pred"]], float(row["confidence"]))],
+            class_names=names, image_png=row["image_png"], evidence=ev,
+            evidence_text=format_facts(ev, names) if (with_facts and ev is not None) else "",
+        )
+
+    return request
+
+
+def _ask(lanes: Lanes, writer: _Writer, todo: list[dict[str, Any]], request, prompt, bar) -> None:
+    """Send ``todo`` through the lanes; the writer stores each answer and commits on time."""
+    def add(req: HypothesisRequest, ans: HypothesisAnswer) -> None:
+        writer.add(req, ans)
+        bar.update(1)
+        if not bar.disable:
+            r = writer.result
+            bar.set_postfix(ok=r.ok, invalid=r.invalid, error=r.error, refresh=False)
+
+    sendable = []
+    for row in todo:  # failures without an image cannot be shown to an image model: stored, never sent
+        if lanes.backend.needs_image and row["image_png"] is None:
+            add(request(row), HypothesisAnswer(status="error", attempts=0, error=NO_IMAGE))
+        else:
+            sendable.append(row)
+    try:
+        for pair in lanes.answers(map(request, sendable), prompt, wait_s=writer.seconds_left):
+            if pair is not None:
+                add(*pair)
+            if pair is None or writer.due():
+                writer.flush()
+    except BaseException:
+        writer.flush()  # keep every answer already received (Ctrl-C, a backend's LensError)
+        raise
+
+
 def run(
     warehouse: Warehouse,
     *,
@@ -331,24 +423,19 @@ def run(
     force: bool = False,
     retry_errors: bool = False,
     limit: int | None = None,
-    timeout: float | None = None,
-    image_size: int | None = None,
-    resample: str | None = None,
-    ollama_host: str | None = None,
-    base_url: str | None = None,
-    api_key_env: str | None = None,
-    from_path: str | None = None,
     backend_options: dict[str, Any] | None = None,
     progress: bool = True,
     echo=None,
+    **options: Any,
 ) -> HypothesizeResult:
     """Answer the run's sampled failures with a backend and store the answers (module docstring).
 
+    ``options`` are backend options by name (``ollama_host``, ``base_url``, ``timeout``,
+    ``from_path``, ...: each backend's ``Options``, see ``lens.backends.registry``);
     ``backend_options`` go to the backend as they are (e.g. ``retries``, ``retry_backoff``).
     ``echo(str)`` is told which backend ``auto`` chose and why.
     """
-    started = utcnow()
-    t0 = time.perf_counter()
+    started, t0 = utcnow(), time.perf_counter()
     if concurrency < 1:
         raise LensError("--concurrency must be at least 1")
     if limit is not None and limit < 0:
@@ -356,162 +443,33 @@ def run(
     if force and retry_errors:
         raise LensError("--force already redoes everything; drop --retry-errors")
     the_prompt = prompts_mod.load(prompt)
+    lanes, reason = open_backend(backend, model=model, concurrency=concurrency, options=options,
+                                 tuning=backend_options, echo=echo)
+    lanes.check(the_prompt)
+    hyp = lanes.backend
 
-    reason = None
-    if backend == "auto":
-        backend, reason = choose_backend(model=model, ollama_host=pool.first_server(ollama_host))
-        if echo is not None:
-            echo(f"Backend: {backend} ({reason})")
-        if backend != "ollama":
-            model = None  # --model names the Ollama model
-    cls = _backend_class(backend)
-    options = _options_for(backend, host=ollama_host, timeout=timeout, image_size=image_size, resample=resample,
-                           base_url=base_url, api_key_env=api_key_env, path=from_path)
-    options.update(backend_options or {})
-    hyp = pool.build(cls, backend=backend, model=model, options=options, concurrency=concurrency)  # several servers
-    hyp.check(the_prompt)
-
-    result = HypothesizeResult(run_id="", backend=hyp.name, model=hyp.model, prompt_name=the_prompt.name,
-                               prompt_sha256=the_prompt.sha256, chosen_reason=reason)
-    only_ids = hyp.example_ids() if hasattr(hyp, "example_ids") else None
-    image_col = "f.image_png" if hyp.needs_image else "null::blob as image_png"
-    with warehouse.connect() as con:
-        run_id = require_run(con, run_id)
-        result.run_id = run_id
-        names = class_names(con, run_id)
-        select = (f"select f.example_id, f.label, f.pred, f.confidence, f.true_prob, {image_col},"
-                  " p.top3_class, p.top3_prob from failures f"
-                  " left join predictions p on p.run_id = f.run_id and p.example_id = f.example_id")
-        if only_ids is None:
-            rows = _rows(con, select + " join samples s on s.run_id = f.run_id and s.example_id = f.example_id"
-                         " where f.run_id = ? order by s.rank, f.example_id", [run_id])
-            if not rows:
-                raise LensError(f"Run {run_id!r} has no sampled failures: run `lens sample --run {run_id}` first.")
-        else:
-            rows = _rows(con, select + " where f.run_id = ? and f.example_id in (select unnest(?::bigint[]))"
-                         " order by f.example_id", [run_id, sorted(only_ids)])
-            result.not_failures = sorted(only_ids - {r["example_id"] for r in rows})
-        existing = dict(con.execute(
-            "select hypothesis_id, status from hypotheses where run_id = ? and backend = ? and model = ?"
-            " and prompt_sha256 = ?", [run_id, hyp.name, hyp.model, the_prompt.sha256]).fetchall())
-        evidence: dict[int, dict[str, Any]] = {}
-        n_evidence = con.execute("select count(*) from evidence where run_id = ?", [run_id]).fetchone()[0]
-        if n_evidence:
-            for e in _rows(con, "select * from evidence where run_id = ?", [run_id]):
-                evidence[int(e["example_id"])] = _decode_evidence(e)
-    for row in rows:  # the failure's classes, for evidence rows that do not carry them
-        ev = evidence.get(int(row["example_id"]))
-        if ev is not None:
-            for col in ("label", "pred"):
-                if ev.get(col) is None:
-                    ev[col] = row[col]
-
-    # what to ask
-    result.candidates = len(rows)
-    todo = []
-    for row in rows:
-        key = hypothesis_id(run_id, row["example_id"], hyp.name, hyp.model, the_prompt.sha256)
-        row["key"] = key
-        status = existing.get(key)
-        if status is None or force or (retry_errors and status in ("invalid", "error")):
-            todo.append(row)
-        else:
-            result.skipped += 1
-    if limit is not None:
-        todo = todo[:limit]
-    if hyp.needs_evidence:
-        missing = [r["example_id"] for r in todo if r["example_id"] not in evidence]
-        if missing:
-            raise LensError(
-                f"The {hyp.name} backend needs measured evidence, and {len(missing)} failures of run {run_id!r} "
-                f"have none (e.g. example {missing[0]}): run `lens evidence --run {run_id}` first."
-            )
-    format_facts = _grounding("format_facts") if _uses_evidence(the_prompt) else None
-
-    def request_for(row: dict[str, Any]) -> HypothesisRequest:
-        ev = evidence.get(int(row["example_id"]))
-        top3 = [(names[c], float(p)) for c, p in zip(row["top3_class"] or [], row["top3_prob"] or [])]
-        if not top3:
-            top3 = [(names[row["pred"]], float(row["confidence"]))]
-        return HypothesisRequest(
-            key=row["key"], run_id=run_id, example_id=int(row["example_id"]),
-            true_class=names[row["label"]], pred_class=names[row["pred"]],
-            true_prob=None if row["true_prob"] is None else float(row["true_prob"]),
-            confidence=float(row["confidence"]), top3=top3, class_names=names,
-            image_png=row["image_png"], evidence=ev,
-            evidence_text=format_facts(ev, names) if (format_facts is not None and ev is not None) else "",
-        )
-
-    candidate_keys = [r["key"] for r in rows]
+    inputs = _read(warehouse, run_id, hyp, the_prompt)
+    todo, skipped = _to_ask(inputs, hyp, force=force, retry_errors=retry_errors, limit=limit)
+    result = HypothesizeResult(run_id=inputs.run_id, backend=hyp.name, model=hyp.model,
+                               prompt_name=the_prompt.name, prompt_sha256=the_prompt.sha256, chosen_reason=reason,
+                               candidates=len(inputs.rows), requested=len(todo), not_failures=inputs.not_failures)
+    result.skipped = skipped
     details = {"backend": hyp.name, "model": hyp.model, "prompt": the_prompt.name,
                "prompt_sha256": the_prompt.sha256, "concurrency": concurrency, "force": force,
-               "retry_errors": retry_errors, "candidates": len(rows)}
-    writer = _Writer(warehouse, result, the_prompt, names, started, details)
-    result.requested = len(todo)
+               "retry_errors": retry_errors, "candidates": len(inputs.rows)}
+    writer = _Writer(warehouse, result, the_prompt, inputs.names, started, details)
 
     from tqdm import tqdm
 
     bar = tqdm(total=len(todo), unit="answer", desc=f"{hyp.name} {hyp.model}", disable=None if progress else True,
                dynamic_ncols=True, smoothing=0.1)
-    # Failures without an image cannot be shown to an image model: stored as errors, never sent.
-    sendable = []
-    for row in todo:
-        if hyp.needs_image and row["image_png"] is None:
-            writer.add(request_for(row), HypothesisAnswer(
-                status="error", attempts=0,
-                error="no image stored for this failure (failures.image_png is empty)"))
-            bar.update(1)
-        else:
-            sendable.append(row)
-
-    stop = threading.Event()
-    q: queue.Queue = queue.Queue()
-
-    def requests():
-        for row in sendable:
-            if stop.is_set():
-                return
-            yield request_for(row)
-
-    def produce() -> None:
-        try:
-            for pair in hyp.answer_batch(requests(), the_prompt, concurrency=concurrency):
-                q.put(pair)
-        except BaseException as exc:  # handed to the writer thread, which re-raises it
-            q.put(exc)
-        finally:
-            q.put(_DONE)
-
-    producer = threading.Thread(target=produce, name="lens-hypothesize-requests", daemon=True)
-    producer.start()
     try:
-        while True:
-            try:
-                item = q.get(timeout=writer.seconds_left())
-            except queue.Empty:
-                writer.flush()
-                continue
-            if item is _DONE:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            req, ans = item
-            writer.add(req, ans)
-            bar.update(1)
-            if not bar.disable:
-                bar.set_postfix(ok=result.ok, invalid=result.invalid, error=result.error, refresh=False)
-            if writer.due():
-                writer.flush()
-    except BaseException:
-        writer.flush()  # keep every answer already received (Ctrl-C, a backend's LensError)
-        raise
+        _ask(lanes, writer, todo, _request_for(inputs, the_prompt), the_prompt, bar)
     finally:
-        stop.set()
         bar.close()
         result.seconds = time.perf_counter() - t0
         writer.details["seconds"] = round(result.seconds, 3)
-    if hasattr(hyp, "run_details"):  # a server pool: answers per server, and why any left it
-        writer.details.update(hyp.run_details())
-        result.errors.extend(hyp.notes)
-    writer.flush(final_status="done", candidate_keys=candidate_keys)
+    writer.details.update(lanes.details())  # a pool: answers per server, and why any left it
+    result.errors.extend(lanes.notes)
+    writer.flush(final_status="done", candidate_keys=[r["key"] for r in inputs.rows])
     return result

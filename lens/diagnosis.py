@@ -75,19 +75,20 @@ LABEL_ERROR_MODELS: dict[str, dict[str, float]] = {
     "probs": {"intercept": -7.649, "log_given_prob": -1.027, "log_pred_prob": -0.387},
     "confidence": {"intercept": -2.628, "log_pred_prob": 2.199},
 }
-AMBIGUITY_MODELS: dict[str, dict[str, float]] = {
-    "probs+image": {"intercept": -0.906, "entropy": 1.0, "class_error_rate": 0.972, "pair_confusion": 0.318,
-                    "brightness": -1.070, "edge_share": 0.909},
-    "probs": {"intercept": -1.113, "entropy": 1.0, "class_error_rate": 1.026, "pair_confusion": 0.262},
-    "confusion+image": {"intercept": -0.384, "class_error_rate": 0.972, "pair_confusion": 0.318, "brightness": -1.070,
-                        "edge_share": 0.909},
-}
 #: the entropy coefficient of the ambiguity models is fixed, not fitted: fitted alone on CIFAR-10N
 #: it is ~0.07 (human disagreement among a weak model's failures is mostly class-level), which
 #: would leave the score nearly constant within a class pair. At 1.0 the model's own uncertainty
 #: about THIS image counts (a blend of two classes scores above a clean failure), for 0.01-0.016
 #: of cross-fold AUROC (docs/diagnosis.md).
 AMBIGUITY_ENTROPY_WEIGHT = 1.0
+AMBIGUITY_MODELS: dict[str, dict[str, float]] = {
+    "probs+image": {"intercept": -0.906, "entropy": AMBIGUITY_ENTROPY_WEIGHT, "class_error_rate": 0.972,
+                    "pair_confusion": 0.318, "brightness": -1.070, "edge_share": 0.909},
+    "probs": {"intercept": -1.113, "entropy": AMBIGUITY_ENTROPY_WEIGHT, "class_error_rate": 1.026,
+              "pair_confusion": 0.262},
+    "confusion+image": {"intercept": -0.384, "class_error_rate": 0.972, "pair_confusion": 0.318, "brightness": -1.070,
+                        "edge_share": 0.909},
+}
 #: label_error_score at or above this: the ``annotation_issue`` tag (on the benchmark's planted
 #: flips: precision 0.55, recall 0.41; the best F1 with precision >= 0.35 and recall >= 0.3)
 LABEL_ERROR_THRESHOLD = 0.252

@@ -45,7 +45,7 @@ def backend_option(*, default: str | None = "auto", help: str | None = None):
     auto = " or ".join(c.name for c in first[:1]) + (f" when usable, else {first[-1].name}" if len(first) > 1 else "")
     return click.option("--backend", type=click.Choice(["auto", *registry.names()]), default=default,
                         show_default=default is not None,
-                        help=help or f"auto: {auto}.")
+                        help=help or f"auto: {auto}." + (" [auto]" if default is None else ""))
 
 
 @click.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from lens.commands.hypothesize import backend_option
 from lens.stages.sample import DEFAULT_PER_CLASS
 from lens.stages.train import DEFAULT_BATCH_SIZE, DEFAULT_DEVICE, DEFAULT_EPOCHS, DEFAULT_SEED, DEVICES
 
@@ -29,7 +30,7 @@ def _pipeline_options(f):
                      help="ImageNet weights (default: torchvision's, cached or downloaded; offline, from scratch)."),
         click.option("--weights", default=None, help="Local ResNet-18 state dict to start from."),
         click.option("--per-class", type=int, default=None, help=f"Failures sampled per true class [{DEFAULT_PER_CLASS}]."),
-        click.option("--backend", default=None, help="auto|ollama|openai|measured [auto]."),
+        backend_option(default=None),
         click.option("--model", default=None, help="Hypothesis model (default: the backend's)."),
         click.option("--prompt", default=None, help="Prompt name or .toml path [reference]."),
         click.option("--concurrency", type=int, default=None, help="Hypothesis requests in flight [4]."),
@@ -88,7 +89,7 @@ def run_cmd(wh, config_path, **given):
 @click.option("--data", envvar=ENV_DATA, default=None,
               help=f"CIFAR-10 as a Parquet folder (env {ENV_DATA}); default: download it with torchvision.")
 @click.option("--run", "run_id", default="demo", show_default=True)
-@click.option("--backend", default="auto", show_default=True, help="auto: Ollama when reachable, else measured.")
+@backend_option()
 @click.option("--serve/--no-serve", default=True, show_default=True, help="Open the dashboard afterwards.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8050, show_default=True)

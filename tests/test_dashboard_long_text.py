@@ -11,6 +11,7 @@ character answer and a 300,000-character description: what an older Lens or `len
 from __future__ import annotations
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from _seed import seed_complete_run
 
 from dashboards.overview import NAME_CHARS, TITLE_CHARS
@@ -105,8 +106,16 @@ def test_review_page_stays_small_and_shows_the_whole_answer_on_demand(page, long
     page.wait_for_load_state("networkidle")
     assert card.locator(".answer").inner_text() == LONG_ANSWER
     # the description has its own "show all"
-    page.locator(".left button.full-text").click()
-    page.wait_for_function("n => document.querySelector('.description').innerText.length >= n", arg=300_000)
+    # (a click that lands while the verdict's redraw replaces the button is lost: click again, at most twice)
+    for attempt in range(3):
+        page.locator(".left button.full-text").click()
+        try:
+            page.wait_for_function("n => document.querySelector('.description').innerText.length >= n",
+                                   arg=300_000, timeout=20_000)
+            break
+        except PlaywrightTimeoutError:
+            if attempt == 2 or page.locator(".left button.full-text").count() == 0:
+                raise
     assert card.locator(".answer").inner_text() == LONG_ANSWER
     # the next failure is short again: nothing clipped, nothing to expand
     page.keyboard.press("j")

@@ -23,6 +23,7 @@ import json
 import shutil
 import xml.etree.ElementTree as ET
 import zipfile
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -149,56 +150,75 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_round_trip_export_import_train_compare(base, tmp_path):
-    wh, planted, flips, e1 = _copy(base, tmp_path), base["planted"], base["flips"], base["confirmed"]
-    e2 = flips[1]
-    twin = planted["twin"][e1]
-    true1, wrong1 = planted["eval"][e1]
-    true2, _ = planted["eval"][e2]
+@dataclass(frozen=True)
+class _Flips:
+    """The round trip's examples: the confirmed error ``e1`` (and its training twin), a second flip ``e2``."""
+    e1: int
+    e2: int
+    twin: int
+    true1: int
+    wrong1: int
+    true2: int
 
-    # -- export ---------------------------------------------------------------------------------
-    out = _lens(wh, "export", "relabel", "--run", "base", "--top", "10", "--neighbours", "3",
-                "--out", str(tmp_path / "x"))
-    assert "1 confirmed by a reviewer" in out and "Seeded detection power" in out
-    rows = _rows(tmp_path / "x" / "candidates.csv")
+
+def _flips(base) -> _Flips:
+    planted, e1, e2 = base["planted"], base["confirmed"], base["flips"][1]
+    true1, wrong1 = planted["eval"][e1]
+    return _Flips(e1, e2, planted["twin"][e1], true1, wrong1, planted["eval"][e2][0])
+
+
+def _check_export_rows(wh: Warehouse, base, f: _Flips, folder: Path) -> list[dict[str, str]]:
+    """candidates.csv: the planted flips first, the confirmed error followed by its same-label
+    training neighbours; the images beside it. Returns the rows."""
+    planted, flips = base["planted"], base["flips"]
+    rows = _rows(folder / "candidates.csv")
     evals = [r for r in rows if r["split"] == "test"]
     assert [int(r["rank"]) for r in evals] == list(range(1, len(evals) + 1)) and len(evals) == 10
     assert [int(r["example_id"]) for r in evals[:len(flips)]] == flips  # the planted flips rank first
     first = rows[0]
-    assert (int(first["example_id"]), first["review"], first["given_label"]) == (e1, "confirmed", CLASSES[wrong1])
+    assert (int(first["example_id"]), first["review"], first["given_label"]) == (f.e1, "confirmed", CLASSES[f.wrong1])
     assert first["suggested_label"] == CLASSES[wh.query("select pred from failures where run_id = 'base' and "
-                                                        "example_id = ?", [e1]).pred[0]]
+                                                        "example_id = ?", [f.e1]).pred[0]]
     assert float(first["label_error_score"]) == pytest.approx(0.95) and first["above_threshold"] == "True"
     assert json.loads(first["signals"])["log_given_prob"] < 0
     # the confirmed error is followed by its nearest training images with the same given label
     neigh = rows[1:4]
-    assert [r["split"] for r in neigh] == ["train"] * 3 and all(r["neighbour_of"] == str(e1) for r in neigh)
-    assert int(neigh[0]["example_id"]) == twin and float(neigh[0]["similarity"]) == pytest.approx(1.0, abs=1e-5)
-    assert all(planted["train_labels"][int(r["example_id"])] == wrong1 for r in neigh)
+    assert [r["split"] for r in neigh] == ["train"] * 3 and all(r["neighbour_of"] == str(f.e1) for r in neigh)
+    assert int(neigh[0]["example_id"]) == f.twin and float(neigh[0]["similarity"]) == pytest.approx(1.0, abs=1e-5)
+    assert all(planted["train_labels"][int(r["example_id"])] == f.wrong1 for r in neigh)
     sims = [float(r["similarity"]) for r in neigh]
     assert sims == sorted(sims, reverse=True) and rows[4]["split"] == "test"
     # images: the failure's stored PNG, and the training image decoded from the dataset
-    stored = wh.query("select image_png from failures where run_id = 'base' and example_id = ?", [e1]).image_png[0]
-    assert (tmp_path / "x" / first["image"]).read_bytes() == bytes(stored)
-    twin_img = np.asarray(Image.open(tmp_path / "x" / neigh[0]["image"]))
+    stored = wh.query("select image_png from failures where run_id = 'base' and example_id = ?", [f.e1]).image_png[0]
+    assert (folder / first["image"]).read_bytes() == bytes(stored)
+    twin_img = np.asarray(Image.open(folder / neigh[0]["image"]))
     src = pq.read_table(base["root"] / "data" / "train.parquet")
-    jpeg = src.column("img").combine_chunks().field("bytes")[src.column("index").to_pylist().index(twin)].as_py()
+    jpeg = src.column("img").combine_chunks().field("bytes")[src.column("index").to_pylist().index(f.twin)].as_py()
     assert (twin_img == np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))).all()
-    # Label Studio: one task per row, images by reference, the suggestion as a pre-annotation
-    tasks = json.loads((tmp_path / "x" / "label_studio_tasks.json").read_text())
+    return rows
+
+
+def _check_label_studio_export(folder: Path, rows: list[dict[str, str]]) -> list[dict]:
+    """One task per row, images by reference, the suggestion as a pre-annotation; the config's
+    choices are the classes. Returns the tasks."""
+    first = rows[0]
+    tasks = json.loads((folder / "label_studio_tasks.json").read_text())
     assert len(tasks) == len(rows)
     assert tasks[0]["data"]["image"] == "/data/local-files/?d=" + first["image"]
     assert tasks[0]["predictions"][0]["result"][0]["value"]["choices"] == [first["suggested_label"]]
-    config = ET.fromstring((tmp_path / "x" / "label_studio_config.xml").read_text())
+    config = ET.fromstring((folder / "label_studio_config.xml").read_text())
     assert [c.get("value") for c in config.iter("Choice")] == CLASSES
     assert {e.get("name") for e in config.iter() if e.get("name")} >= {"image", "label"}
+    return tasks
 
-    # -- an annotator corrects the CSV; another labels a task in Label Studio ----------------------
+
+def _import_corrected_csv(wh: Warehouse, f: _Flips, rows: list[dict[str, str]], tmp_path: Path) -> None:
+    """An annotator corrects the confirmed error and its twin in the CSV; importing twice adds nothing."""
     for r in rows:
-        if (r["split"], r["example_id"]) in (("test", str(e1)), ("train", str(twin))):
-            r["corrected_label"], r["annotator"] = CLASSES[true1], "ann@example.org"
-    with open(tmp_path / "done.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        if (r["split"], r["example_id"]) in (("test", str(f.e1)), ("train", str(f.twin))):
+            r["corrected_label"], r["annotator"] = CLASSES[f.true1], "ann@example.org"
+    with open(tmp_path / "done.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
     out = _lens(wh, "labels", "import", str(tmp_path / "done.csv"))
@@ -207,13 +227,17 @@ def test_round_trip_export_import_train_compare(base, tmp_path):
     out = _lens(wh, "labels", "import", str(tmp_path / "done.csv"))
     assert "Imported 0 label corrections" in out and "2 already stored" in out  # idempotent
 
-    i2 = next(i for i, t in enumerate(tasks) if t["data"]["example_id"] == e2 and t["data"]["split"] == "test")
+
+def _import_label_studio(wh: Warehouse, base, f: _Flips, tasks: list[dict], tmp_path: Path) -> None:
+    """Another annotator labels ``e2`` in Label Studio (a cancelled annotation and an unlabelled
+    task are skipped); all three corrections are stored with who, when and where from."""
+    i2 = next(i for i, t in enumerate(tasks) if t["data"]["example_id"] == f.e2 and t["data"]["split"] == "test")
     ls_export = [
         {**tasks[i2], "id": 71, "annotations": [
             {"id": 1, "completed_by": {"id": 3, "email": "bob@example.org"}, "was_cancelled": False,
              "created_at": "2024-05-01T10:00:00Z", "updated_at": "2024-05-01T10:00:05.5Z",
              "result": [{"from_name": "label", "to_name": "image", "type": "choices",
-                         "value": {"choices": [CLASSES[true2]]}}]},
+                         "value": {"choices": [CLASSES[f.true2]]}}]},
             {"id": 2, "completed_by": 4, "was_cancelled": True, "created_at": "2024-05-02T00:00:00Z",
              "result": [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": ["frog"]}}]},
         ]},
@@ -225,36 +249,59 @@ def test_round_trip_export_import_train_compare(base, tmp_path):
     stored = wh.query("select split, example_id, old_label, new_label, old_name, new_name, who, annotated_at, "
                       "source_format, source_file from label_corrections order by imported_at, split")
     assert stored[["split", "example_id", "old_label", "new_label", "who", "source_format"]].values.tolist() == [
-        ["test", e1, wrong1, true1, "ann@example.org", "csv"],
-        ["train", twin, wrong1, true1, "ann@example.org", "csv"],
-        ["test", e2, planted["eval"][e2][1], true2, "bob@example.org", "label-studio"],
+        ["test", f.e1, f.wrong1, f.true1, "ann@example.org", "csv"],
+        ["train", f.twin, f.wrong1, f.true1, "ann@example.org", "csv"],
+        ["test", f.e2, base["planted"]["eval"][f.e2][1], f.true2, "bob@example.org", "label-studio"],
     ]
     assert stored.annotated_at[2] == datetime(2024, 5, 1, 10, 0, 5, 500000) and stored.source_file[2].endswith("ls.json")
 
-    # -- train with the corrections ------------------------------------------------------------
+
+def _train_with_corrections(wh: Warehouse, base, f: _Flips) -> None:
+    """``labels_from`` trains and evaluates with the corrected labels, nothing else changed."""
     res = train.run(wh, data=str(base["root"] / "data"), run_id="fixed", epochs=1, batch_size=32, device="cpu",
                     pretrained=False, progress=False, labels_from="base")
     info = res.config["labels_from"]
-    assert info["run"] == "base" and info["train"] == [{"example_id": twin, "old": wrong1, "new": true1}]
-    assert [c["example_id"] for c in info["eval"]] == sorted([e1, e2])
+    assert info["run"] == "base" and info["train"] == [{"example_id": f.twin, "old": f.wrong1, "new": f.true1}]
+    assert [c["example_id"] for c in info["eval"]] == sorted([f.e1, f.e2])
     labels = {r: dict(wh.query("select example_id, label from predictions where run_id = ?", [r]).values.tolist())
               for r in ("base", "fixed")}
-    assert labels["fixed"][e1] == true1 and labels["fixed"][e2] == true2
-    assert {e for e in labels["base"] if labels["base"][e] != labels["fixed"][e]} == {e1, e2}
+    assert labels["fixed"][f.e1] == f.true1 and labels["fixed"][f.e2] == f.true2
+    assert {e for e in labels["base"] if labels["base"][e] != labels["fixed"][e]} == {f.e1, f.e2}
     train_labels = dict(wh.query("select example_id, label from features where run_id = 'fixed' and split = 'train'"
                                  ).values.tolist())
-    assert train_labels[twin] == true1
-    assert {e: l for e, l in train_labels.items() if e != twin} == {
-        e: l for e, l in planted["train_labels"].items() if e != twin}
+    assert train_labels[f.twin] == f.true1
+    assert {e: l for e, l in train_labels.items() if e != f.twin} == {
+        e: l for e, l in base["planted"]["train_labels"].items() if e != f.twin}
     assert wh.query("select parent_run_id from runs where run_id = 'fixed'").parent_run_id[0] == "base"
 
-    # -- compare shows what changed --------------------------------------------------------------
+
+def _check_compare(wh: Warehouse, f: _Flips) -> None:
+    """``lens compare`` names the corrections and lists the changed evaluation labels."""
     out = _lens(wh, "compare", "base", "fixed")
     assert "fixed was trained with the label corrections of 'base': 1 training and 2 evaluation labels changed" in out
     assert "Evaluation labels that differ (2; each run is scored against its own)" in out
     data = json.loads(_lens(wh, "compare", "base", "fixed", "--format", "json"))
     by_id = {r["example_id"]: r for r in data["labels"]}
-    assert (by_id[e1]["label_a"], by_id[e1]["label_b"]) == (CLASSES[wrong1], CLASSES[true1])
+    assert (by_id[f.e1]["label_a"], by_id[f.e1]["label_b"]) == (CLASSES[f.wrong1], CLASSES[f.true1])
+
+
+def test_round_trip_export_import_train_compare(base, tmp_path):
+    wh, f = _copy(base, tmp_path), _flips(base)
+
+    # -- export ---------------------------------------------------------------------------------
+    out = _lens(wh, "export", "relabel", "--run", "base", "--top", "10", "--neighbours", "3",
+                "--out", str(tmp_path / "x"))
+    assert "1 confirmed by a reviewer" in out and "Seeded detection power" in out
+    rows = _check_export_rows(wh, base, f, tmp_path / "x")
+    tasks = _check_label_studio_export(tmp_path / "x", rows)
+
+    # -- an annotator corrects the CSV; another labels a task in Label Studio ----------------------
+    _import_corrected_csv(wh, f, rows, tmp_path)
+    _import_label_studio(wh, base, f, tasks, tmp_path)
+
+    # -- train with the corrections, compare shows what changed -----------------------------------
+    _train_with_corrections(wh, base, f)
+    _check_compare(wh, f)
     with wh.connect() as con:
         check_contracts(con, require_rows=("label_corrections",))
 

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
+from lens import defaults as D
 from lens.backends.embedders import DEFAULT_EMBEDDER
 from lens.errors import LensError
 from lens.stages.sample import DEFAULT_PER_CLASS, DEFAULT_STRATEGY
@@ -74,18 +75,18 @@ class RunConfig:
     # evidence
     saliency: bool = True
     # hypothesize
-    backend: str = "auto"
+    backend: str = D.BACKEND
     model: str | None = None
-    prompt: str = "reference"
-    concurrency: int = 4
+    prompt: str = D.PROMPT
+    concurrency: int = D.CONCURRENCY
     ollama_host: str | None = None
     base_url: str | None = None
     # embed / cluster
     embedder: str = DEFAULT_EMBEDDER
     mask_classes: bool = True
-    k_min: int = 15
-    k_max: int = 30
-    min_size: int = 15
+    k_min: int = D.K_MIN
+    k_max: int = D.K_MAX
+    min_size: int = D.MIN_SIZE
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> "RunConfig":

@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import click
 
+from lens import defaults as D
+
 
 @click.command()
 @click.option("--run", "run_id", default=None, help="Run name (default: the newest run).")
 @click.option("--embedder", default=None, help="Embeddings to cluster (default: the run's only embedder).")
 @click.option("--dimension", "dimensions", multiple=True, help="Only these dimensions (repeatable; default: all embedded).")
-@click.option("--k-min", default=15, show_default=True, help="Smallest k tried.")
-@click.option("--k-max", default=30, show_default=True, help="Largest k tried (clipped to answers // --min-size).")
-@click.option("--min-size", default=15, show_default=True, help="Clusters smaller than this become noise (-1).")
-@click.option("--seed", default=0, show_default=True, help="Seeds KMeans, the silhouette sample and the map.")
-@click.option("--n-init", default=3, show_default=True, help="KMeans restarts per k.")
-@click.option("--sample-size", default=5000, show_default=True, help="Silhouette measured on this many answers at most.")
-@click.option("--labeler", type=click.Choice(["keyphrase", "ctfidf", "ollama"]), default="keyphrase",
+@click.option("--k-min", default=D.K_MIN, show_default=True, help="Smallest k tried.")
+@click.option("--k-max", default=D.K_MAX, show_default=True, help="Largest k tried (clipped to answers // --min-size).")
+@click.option("--min-size", default=D.MIN_SIZE, show_default=True, help="Clusters smaller than this become noise (-1).")
+@click.option("--seed", default=D.CLUSTER_SEED, show_default=True, help="Seeds KMeans, the silhouette sample and the map.")
+@click.option("--n-init", default=D.N_INIT, show_default=True, help="KMeans restarts per k.")
+@click.option("--sample-size", default=D.SILHOUETTE_SAMPLE, show_default=True, help="Silhouette measured on this many answers at most.")
+@click.option("--labeler", type=click.Choice(D.LABELERS), default=D.LABELER,
               show_default=True,
               help="How clusters are named: keyphrases the members share, ranked against the centroid with "
                    "the run's embedder (keyphrase), by c-TF-IDF alone (ctfidf), or by an Ollama text model.")
 @click.option("--label-model", default=None, help="Ollama model for --labeler ollama (e.g. qwen3:8b).")
-@click.option("--ollama-host", default=None, help="Ollama server (default: http://127.0.0.1:11434).")
+@click.option("--ollama-host", default=None, help="Ollama server for --labeler ollama (default: $OLLAMA_HOST, else http://127.0.0.1:11434).")
 @click.pass_obj
 def cluster(wh, run_id, embedder, dimensions, k_min, k_max, min_size, seed, n_init, sample_size, labeler,
             label_model, ollama_host):

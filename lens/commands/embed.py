@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import click
 
+from lens import defaults as D
+
 
 @click.command()
 @click.option("--run", "run_id", default=None, help="Run name (default: the newest run).")
-@click.option("--embedder", default="all-MiniLM-L6-v2", show_default=True,
+@click.option("--embedder", default=D.EMBEDDER, show_default=True,
               help="sentence-transformers model: a name (the bundled all-MiniLM-L6-v2 offline; any other, e.g. "
                    "BAAI/bge-base-en-v1.5, from the Hugging Face cache or downloaded on first use) or a model folder.")
 @click.option("--dimension", "dimensions", multiple=True, help="Only these dimensions (repeatable; default: all).")
 @click.option("--backend", default=None, help="Hypothesis set: backend (default: the most recent set).")
 @click.option("--model", default=None, help="Hypothesis set: model name.")
 @click.option("--prompt", default=None, help="Hypothesis set: prompt name or sha256 prefix.")
-@click.option("--batch-size", default=64, show_default=True, help="Texts per model call.")
+@click.option("--batch-size", default=D.EMBED_BATCH_SIZE, show_default=True, help="Texts per model call.")
 @click.option("--mask-classes/--no-mask-classes", default=True, show_default=True,
               help="Replace class names with [CLASS] before embedding, so clusters group by kind of cause.")
 @click.pass_obj

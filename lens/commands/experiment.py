@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from lens import defaults as D
+
 from lens.stages.train import DEFAULT_DEVICE, DEVICES
 
 
@@ -40,11 +42,11 @@ def format_effects(res) -> list[str]:
 @click.command()
 @click.option("--from", "from_run", required=True, metavar="RUN",
               help="The trained run whose checkpoint every arm starts from and whose recommendations it tests.")
-@click.option("--epochs", default=1, show_default=True, type=click.IntRange(min=1),
+@click.option("--epochs", default=D.EXPERIMENT_EPOCHS, show_default=True, type=click.IntRange(min=1),
               help="Fine-tuning epochs per arm (the same for every arm).")
-@click.option("--top", default=3, show_default=True, type=click.IntRange(min=1),
+@click.option("--top", default=D.EXPERIMENT_TOP, show_default=True, type=click.IntRange(min=1),
               help="How many of RUN's top recommendations get an arm.")
-@click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1),
+@click.option("--seeds", default=D.EXPERIMENT_SEEDS, show_default=True, type=click.IntRange(min=1),
               help="Repeat every arm (and the control) with seeds 0..N-1 to see the training noise.")
 @click.option("--name", default="exp", show_default=True,
               help="Experiment name; arms are runs named RUN.NAME.ARM.sSEED.")

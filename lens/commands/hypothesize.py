@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import click
 
+from lens import defaults as D
 from lens.backends import registry
 
 
@@ -50,11 +51,11 @@ def backend_option(*, default: str | None = "auto", help: str | None = None):
 
 @click.command()
 @click.option("--run", "run_id", default=None, help="Run to analyse (default: the newest).")
-@click.option("--prompt", default="reference", show_default=True,
+@click.option("--prompt", default=D.PROMPT, show_default=True,
               help="Prompt: a shipped name (reference, grounded) or a .toml file.")
 @backend_option()
 @click.option("--model", default=None, help="Model name (ollama default: qwen3-vl:8b).")
-@click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
+@click.option("--concurrency", type=click.IntRange(min=1), default=D.CONCURRENCY, show_default=True,
               help="Requests in flight (match OLLAMA_NUM_PARALLEL).")
 @click.option("--force", is_flag=True, help="Ask again for failures already answered.")
 @click.option("--retry-errors", is_flag=True, help="Ask again for answers stored as invalid or error.")

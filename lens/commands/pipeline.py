@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from lens import defaults as D
 from lens.commands.hypothesize import backend_option
 from lens.stages.sample import DEFAULT_PER_CLASS
 from lens.stages.train import DEFAULT_BATCH_SIZE, DEFAULT_DEVICE, DEFAULT_EPOCHS, DEFAULT_SEED, DEVICES
@@ -32,14 +33,14 @@ def _pipeline_options(f):
         click.option("--per-class", type=int, default=None, help=f"Failures sampled per true class [{DEFAULT_PER_CLASS}]."),
         backend_option(default=None),
         click.option("--model", default=None, help="Hypothesis model (default: the backend's)."),
-        click.option("--prompt", default=None, help="Prompt name or .toml path [reference]."),
-        click.option("--concurrency", type=int, default=None, help="Hypothesis requests in flight [4]."),
+        click.option("--prompt", default=None, help=f"Prompt name or .toml path [{D.PROMPT}]."),
+        click.option("--concurrency", type=int, default=None, help=f"Hypothesis requests in flight [{D.CONCURRENCY}]."),
         click.option("--ollama-host", default=None, help="Ollama server URL (env OLLAMA_HOST)."),
         click.option("--base-url", default=None, help="OpenAI-compatible server URL."),
-        click.option("--embedder", default=None, help="Sentence-transformers model [all-MiniLM-L6-v2]."),
-        click.option("--k-min", type=int, default=None, help="Smallest k tried [15]."),
-        click.option("--k-max", type=int, default=None, help="Largest k tried [30]."),
-        click.option("--min-size", type=int, default=None, help="Smaller clusters become noise [15]."),
+        click.option("--embedder", default=None, help=f"Sentence-transformers model [{D.EMBEDDER}]."),
+        click.option("--k-min", type=int, default=None, help=f"Smallest k tried [{D.K_MIN}]."),
+        click.option("--k-max", type=int, default=None, help=f"Largest k tried [{D.K_MAX}]."),
+        click.option("--min-size", type=int, default=None, help=f"Smaller clusters become noise [{D.MIN_SIZE}]."),
     ]
     for opt in reversed(opts):
         f = opt(f)

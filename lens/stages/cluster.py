@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 
 from lens import clustering
+from lens import defaults as D
 from lens.backends.embedders import canonical_name
 from lens.errors import LensError
 from lens.warehouse import Warehouse, delete_rows, insert_arrow, record_stage, require_run, utcnow
@@ -341,13 +342,13 @@ def run(
     run_id: str | None = None,
     embedder: str | None = None,
     dimensions: Sequence[str] | None = None,
-    k_min: int = 15,
-    k_max: int = 30,
-    min_size: int = 15,
-    seed: int = 0,
-    n_init: int = 3,
-    sample_size: int = 5000,
-    labeler: str = "keyphrase",
+    k_min: int = D.K_MIN,
+    k_max: int = D.K_MAX,
+    min_size: int = D.MIN_SIZE,
+    seed: int = D.CLUSTER_SEED,
+    n_init: int = D.N_INIT,
+    sample_size: int = D.SILHOUETTE_SAMPLE,
+    labeler: str = D.LABELER,
     label_model: str | None = None,
     ollama_host: str | None = None,
     progress: bool = True,

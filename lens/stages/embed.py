@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 
+from lens import defaults as D
 from lens.backends.embedders import DEFAULT_EMBEDDER, Embedder, create
 from lens.errors import LensError
 from lens.warehouse import Warehouse, class_names, delete_rows, insert_arrow, record_stage, require_run, utcnow
@@ -238,7 +239,7 @@ def run(
     backend: str | None = None,
     model: str | None = None,
     prompt: str | None = None,
-    batch_size: int = 64,
+    batch_size: int = D.EMBED_BATCH_SIZE,
     mask: bool = True,
     progress: bool = True,
 ) -> EmbedResult:

@@ -37,10 +37,12 @@ import numpy as np
 import pyarrow as pa
 
 from lens import augment
+from lens import defaults as D
 from lens.datasets import open_source
 from lens.errors import DataError, LensError
 from lens.models import build_resnet18, load_checkpoint, resolve_device, save_checkpoint
 from lens.predictions import failure_table, prediction_table, store_results, write_run
+from lens.stages.train import DEFAULT_BATCH_SIZE, DEFAULT_HEAD_LR
 from lens.training import fit, log_table, softmax, to_device_images
 from lens.warehouse import Warehouse, delete_rows, insert_arrow, record_stage, require_run, utcnow
 
@@ -156,9 +158,10 @@ def _options(parent: dict[str, Any], *, epochs, top, batch_size, head_lr, backbo
     cfg = parent["config"]
     return {
         "epochs": int(epochs), "top": int(top),
-        "batch_size": int(batch_size or cfg.get("batch_size") or 128),
-        "head_lr": float(head_lr if head_lr is not None else cfg.get("head_lr") or 1e-3),
-        "backbone_lr": float(backbone_lr if backbone_lr is not None else cfg.get("backbone_lr") or 1e-3),
+        "batch_size": int(batch_size or cfg.get("batch_size") or DEFAULT_BATCH_SIZE),
+        "head_lr": float(head_lr if head_lr is not None else cfg.get("head_lr") or DEFAULT_HEAD_LR),
+        # a parent trained from scratch used the head's rate for the backbone (lens train --no-pretrained)
+        "backbone_lr": float(backbone_lr if backbone_lr is not None else cfg.get("backbone_lr") or DEFAULT_HEAD_LR),
     }
 
 
@@ -435,8 +438,8 @@ def effects(warehouse: Warehouse, exp_id: str) -> list[dict[str, Any]]:
         return [dict(zip(names, r)) for r in cur.fetchall()]
 
 
-def run(warehouse: Warehouse, *, from_run: str, name: str = DEFAULT_NAME, epochs: int = 1, top: int = 3,
-        seeds: int = 1, batch_size: int | None = None, head_lr: float | None = None,
+def run(warehouse: Warehouse, *, from_run: str, name: str = DEFAULT_NAME, epochs: int = D.EXPERIMENT_EPOCHS, top: int = D.EXPERIMENT_TOP,
+        seeds: int = D.EXPERIMENT_SEEDS, batch_size: int | None = None, head_lr: float | None = None,
         backbone_lr: float | None = None, device: str = "auto", keep_checkpoints: bool = False,
         force: bool = False, progress: bool = True, echo: Callable[[str], None] | None = None) -> ExperimentResult:
     """Plan (or resume) the experiment on ``from_run`` and train every arm not stored yet (module docstring)."""

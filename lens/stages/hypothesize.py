@@ -34,6 +34,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from lens import defaults as D
 from lens import prompts as prompts_mod
 from lens.backends import base, pool, registry
 from lens.backends.base import HypothesisAnswer, HypothesisRequest, Hypothesizer
@@ -416,10 +417,10 @@ def run(
     warehouse: Warehouse,
     *,
     run_id: str | None = None,
-    prompt: str = "reference",
-    backend: str = "auto",
+    prompt: str = D.PROMPT,
+    backend: str = D.BACKEND,
     model: str | None = None,
-    concurrency: int = 4,
+    concurrency: int = D.CONCURRENCY,
     force: bool = False,
     retry_errors: bool = False,
     limit: int | None = None,

@@ -324,23 +324,17 @@ OVERSAMPLE_SHARE = 0.5
 
 
 @dataclass
-class ArmPlan:
+class ArmPlan(AugmentSpec):
     """One arm of an experiment: the change it makes, and the recommendation it tests.
 
     ``arm`` names it (the augmentation kind, or ``oversample_<class ids>``); ``kind`` is an
     augmentation kind (:data:`KINDS`) or ``'oversample'`` (a data change:
     the training subset with more of the cluster's true classes, same size and order; the
-    stand-in Lens can run for "collect more images of X").
+    stand-in Lens can run for "collect more images of X"). The other fields are an
+    :class:`AugmentSpec`'s.
     """
 
-    arm: str
-    kind: str
-    params: dict[str, Any]
-    reason: str
-    cluster: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    arm: str = ""
 
     def augment_spec(self) -> AugmentSpec | None:
         return AugmentSpec(self.kind, dict(self.params), self.reason, dict(self.cluster)) if self.kind in KINDS else None
@@ -364,14 +358,14 @@ def plan_arms(clusters: Sequence[dict[str, Any]], *, top: int = 3) -> tuple[list
         hit = _first_rule(c, used)
         if hit is not None:
             kind, word, params = hit
-            chosen = ArmPlan(kind, kind, dict(params), f"{label} mentions {word!r}", dict(c))
+            chosen = ArmPlan(kind, dict(params), f"{label} mentions {word!r}", dict(c), arm=kind)
         if chosen is None:
             m = DATA_RULE.search(words)
             classes = list(c.get("classes") or [])
             arm = "oversample_" + "_".join(str(k) for k in classes)
             if m and classes and arm not in used:
-                chosen = ArmPlan(arm, "oversample", {"classes": classes, "share": OVERSAMPLE_SHARE},
-                                 f"{label} mentions {m.group(0)!r}", dict(c))
+                chosen = ArmPlan("oversample", {"classes": classes, "share": OVERSAMPLE_SHARE},
+                                 f"{label} mentions {m.group(0)!r}", dict(c), arm=arm)
         if chosen is None:
             skipped.append(f"{label}: no automatic change matches its words (relabelling needs people: "
                            f"review it in `lens serve`)")

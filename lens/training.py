@@ -208,11 +208,10 @@ def evaluate(
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64 (rows sum to 1 to within float rounding)."""
-    z = logits.astype(np.float64)
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    """Row-wise softmax in float64 (``scipy.special.softmax``; rows sum to 1 to within rounding)."""
+    from scipy.special import softmax as _softmax
+
+    return _softmax(np.asarray(logits, dtype=np.float64), axis=1)
 
 
 def per_class_eval(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, np.ndarray]:

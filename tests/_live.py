@@ -1,13 +1,33 @@
 """Raw HTTP for security tests: ``raw_request(base, method, path, body, headers)`` sends the
 request line exactly as given (no client-side normalisation of ``..``, ``//``, percent
 escapes or control bytes) over a plain socket and returns (status, body).
-Serve the app with the ``live_app`` fixture of tests/conftest.py.
+Serve the app with the ``live_app`` fixture of tests/conftest.py; ``seeded_warehouse`` and
+``verdict_count`` are the serve tests' shared warehouse helpers.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 from urllib.parse import urlparse
+
+from _seed import seed_complete_run
+
+from lens.warehouse import Warehouse
+
+#: the environment of a `lens serve` subprocess: unbuffered output, a patient warehouse lock
+SERVE_ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "LENS_LOCK_TIMEOUT": "30"}
+
+
+def seeded_warehouse(tmp_path_factory, name: str):
+    """(warehouse, seeded ids): a small complete run (40 predictions, 8 failures) in a fresh file."""
+    wh = Warehouse(tmp_path_factory.mktemp(name) / "lens.duckdb", lock_timeout=30)
+    return wh, seed_complete_run(wh, n_predictions=40, n_failures=8)
+
+
+def verdict_count(wh: Warehouse) -> int:
+    with wh.connect() as con:
+        return con.execute("select count(*) from verdicts").fetchone()[0]
 
 
 def raw_request(base: str, method: str, path: str, body: bytes | None = None,

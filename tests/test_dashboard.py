@@ -9,7 +9,6 @@ when LENS_UPDATE_SCREENSHOTS=1.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import threading
@@ -18,6 +17,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 from _seed import XSS, seed_complete_run
+from scipy.stats import binomtest
 from sklearn.metrics import precision_recall_fscore_support
 
 from lens.warehouse import Warehouse
@@ -63,10 +63,10 @@ def _verdicts(wh, **where):
         return con.execute(sql, list(where.values())).fetchall()
 
 
-def _wilson_pct(k: int, n: int, z: float = 1.959964) -> tuple[str, str]:
-    p = k / n
-    c, h = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return f"{100 * (c - h) / (1 + z * z / n):.0f}%", f"{100 * min(1.0, (c + h) / (1 + z * z / n)):.0f}%"
+def _wilson_pct(k: int, n: int) -> tuple[str, str]:
+    """The 95% Wilson interval as the dashboard prints it, from scipy (not a copy of lens's formula)."""
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return f"{100 * ci.low:.0f}%", f"{100 * ci.high:.0f}%"
 
 
 def test_dashboard_cluster_to_review_verdict_and_purity(page, base_url_, seeded_wh, tmp_path):

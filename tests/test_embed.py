@@ -21,11 +21,13 @@ class CountingEmbedder(embedders.SentenceTransformerEmbedder):
         super().__init__(embedders.DEFAULT_EMBEDDER, str(embedders.bundled_model_path()))
         self.calls = 0
         self.texts: list[str] = []
+        self.batch_sizes: list[int] = []
 
-    def _encode_batch(self, texts):
+    def encode(self, texts, *, batch_size=64, progress=None):
         self.calls += 1
-        self.texts += texts
-        return super()._encode_batch(texts)
+        self.texts += list(texts)
+        self.batch_sizes.append(batch_size)
+        return super().encode(texts, batch_size=batch_size, progress=progress)
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +70,10 @@ def test_cache_hits_on_rerun_and_repeated_texts(wh, model):
     texts, _ = planted(GROUPS)
     texts = texts[:12] + texts[:4]  # 4 repeated texts
     seed_run(wh, "r1", texts)
-    model.calls, model.texts = 0, []
+    model.calls, model.texts, model.batch_sizes = 0, [], []
     first = embed_stage.run(wh, run_id="r1", embedder=model, batch_size=5, progress=False)
     assert (first.rows, first.unique_texts, first.encoded, first.cache_hits) == (16, 12, 12, 0)
-    assert len(model.texts) == 12 and model.calls == 3  # batches of 5, 5, 2
+    assert len(model.texts) == 12 and model.batch_sizes == [5]  # the unique texts, in sentence-transformers' batches of 5
     assert wh.query("select count(*) as n from embedding_cache").n[0] == 12
 
     model.calls, model.texts = 0, []

@@ -22,27 +22,21 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from _live import raw_get, raw_request
+from _live import SERVE_ENV, raw_get, raw_request, seeded_warehouse, verdict_count
 from _seed import seed_complete_run
 from _servers import free_port
 
 from lens.warehouse import Warehouse
 
 TOKEN = "s3cret/Tok+en=42"  # '/', '+', '=' change under percent-encoding
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "LENS_LOCK_TIMEOUT": "30"}
+ENV = SERVE_ENV
 REBOUND = ["evil.example", "evil.example:8050", "EVIL.example.", "127.0.0.1.evil.example", "localhost.evil.example",
            "evil.example@127.0.0.1", "0x7f000001", "2130706433", "", "[evil]"]
 
 
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory):
-    wh = Warehouse(tmp_path_factory.mktemp("serve") / "lens.duckdb", lock_timeout=30)
-    return wh, seed_complete_run(wh, n_predictions=40, n_failures=8)
-
-
-def _verdicts(wh: Warehouse) -> int:
-    with wh.connect() as con:
-        return con.execute("select count(*) from verdicts").fetchone()[0]
+    return seeded_warehouse(tmp_path_factory, "serve")
 
 
 def _save_verdict_body(hyp: str) -> bytes:
@@ -100,7 +94,7 @@ def test_rebound_host_names_get_nothing_in_process(seeded, live_app):
         status, _ = raw_request(base, "POST", "/_dash-update-component", _save_verdict_body(hyp),
                                 {"Host": host, "Content-Type": "application/json"})
         assert status == 400, host
-    assert _verdicts(wh) == 0
+    assert verdict_count(wh) == 0
     for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", f"lens.lan:{port}", "LOCALHOST"):
         status, png = raw_get(base, f"/img/demo/{ex}.png", {"Host": host})
         assert status == 200 and png.startswith(b"\x89PNG"), host

@@ -41,7 +41,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from _live import raw_get, raw_request
+from _live import SERVE_ENV, raw_get, raw_request, seeded_warehouse, verdict_count
 from _seed import seed_complete_run
 from contracts import check_contracts
 from PIL import Image
@@ -53,18 +53,12 @@ TOKEN = "s3cret-Token_42"
 EVIL_SQL = "x'; drop table runs; --"
 EVIL_RUN = "<img src=x onerror=alert('run')> run #1 at 100%?"  # also ? # % for the image URLs
 EVIL_CLASSES = ["<script>alert('class')</script>cat", "<b>bold</b> & dog"]
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "LENS_LOCK_TIMEOUT": "30"}
+ENV = SERVE_ENV
 
 
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory):
-    wh = Warehouse(tmp_path_factory.mktemp("sec") / "lens.duckdb", lock_timeout=30)
-    return wh, seed_complete_run(wh, n_predictions=40, n_failures=8)
-
-
-def _verdict_count(wh: Warehouse) -> int:
-    with wh.connect() as con:
-        return con.execute("select count(*) from verdicts").fetchone()[0]
+    return seeded_warehouse(tmp_path_factory, "sec")
 
 
 # -- lens serve: where it listens, and the token ------------------------------------------
@@ -158,7 +152,7 @@ def test_serve_listens_on_loopback_by_default_and_elsewhere_only_with_a_token(se
             status, _ = raw_request(base, "POST", "/_dash-update-component", body, {**post, **headers})
             assert status == 401, headers
         assert raw_request(base, "POST", "/_dash-update-component?token=nope", body, post)[0] == 401
-        assert _verdict_count(wh) == 0  # the refused write wrote nothing
+        assert verdict_count(wh) == 0  # the refused write wrote nothing
 
         ok = {"X-Lens-Token": TOKEN}
         status, png = raw_get(base, f"/img/demo/{ex}.png", ok)

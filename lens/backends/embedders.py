@@ -5,7 +5,8 @@ keys ``embedding_cache`` by), a dimension ``dim`` and one method, :meth:`Embedde
 that turns a list of texts into a float32 array of shape (n, dim) with unit-length rows.
 Subclasses implement :meth:`Embedder._encode_batch` (one batch in, raw vectors out);
 ``encode`` does the batching, length sorting and normalisation, so a subclass (a test's
-counting embedder, another library) only has to embed a batch.
+counting embedder, another library) only has to embed a batch. The sentence-transformers
+embedder overrides ``encode`` to use the library's own batching and normalisation.
 
 Names, resolved by :func:`create`:
 
@@ -37,9 +38,12 @@ from typing import Any
 
 import numpy as np
 
+from lens import defaults
 from lens.errors import LensError
 
-DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+DEFAULT_EMBEDDER = defaults.EMBEDDER
+#: batches per ``SentenceTransformer.encode`` call in :meth:`SentenceTransformerEmbedder.encode` (progress granularity)
+PROGRESS_CHUNK = 16
 _BUNDLED_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 
 
@@ -107,10 +111,26 @@ class SentenceTransformerEmbedder(Embedder):
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
 
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: Callable[[int], Any] | None = None) -> np.ndarray:
+        """Embed texts with sentence-transformers' own batching, length sorting and normalisation.
+
+        ``model.encode`` is called on chunks of ``PROGRESS_CHUNK`` batches so ``progress`` still
+        moves; rows come back L2-normalised by the library (``normalize_embeddings=True``), not
+        normalised a second time here.
+        """
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        step = batch_size * PROGRESS_CHUNK
+        for start in range(0, len(texts), step):
+            chunk = list(texts[start:start + step])
+            out[start:start + len(chunk)] = self.model.encode(
+                chunk, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
+                show_progress_bar=False)
+            if progress is not None:
+                progress(len(chunk))
+        return out
+
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
-        return self.model.encode(
-            texts, batch_size=len(texts), convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
-        )
+        return self.encode(texts, batch_size=max(1, len(texts)))
 
 
 _models: dict[tuple[str, str | None], Any] = {}

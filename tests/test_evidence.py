@@ -82,21 +82,8 @@ def test_planted_saliency_lands_in_the_patch_corner(planted):
     assert np.nanmedian(share) > 0.5
 
 
-def test_planted_run_end_to_end(planted, wh):
-    from scipy.stats import entropy as sp_entropy
-    from sklearn.neighbors import NearestNeighbors
-
-    p = planted
-    _write_planted(wh, p)
-    res = stage.run(wh, run_id="planted", stats_limit=None, progress=False)
-    pred = p["probs"].argmax(1)
-    fail_ids = np.flatnonzero(pred != p["noisy"])
-    assert res.computed == len(fail_ids) and res.failures == len(fail_ids)
-    assert res.skipped == {}
-    ev = stage.load_evidence(wh, "planted")
-    assert sorted(ev) == fail_ids.tolist()
-
-    # injected label flips: confident learning over the whole split finds them well above chance (2%)
+def _check_label_flips(p, res, ev) -> set[int]:
+    """Injected label flips: confident learning over the whole split finds them well above chance (2%)."""
     _, issue = diagnosis.label_signals(p["noisy"], p["probs"])
     flagged = set(np.flatnonzero(issue).tolist())
     flips = set(p["flipped"].tolist())
@@ -107,8 +94,13 @@ def test_planted_run_end_to_end(planted, wh):
     assert precision >= 0.25 and recall >= 0.6
     assert res.label_issues_eval == len(flagged)
     assert all(ev[e]["label_issue"] == (e in flagged) for e in ev)
+    return flips
 
-    # model signals against an independent computation
+
+def _check_model_signals(p, ev, fail_ids) -> None:
+    """Margin, entropy and true-class rank against an independent computation."""
+    from scipy.stats import entropy as sp_entropy
+
     fp = p["probs"][fail_ids].astype(np.float64)
     srt = np.sort(fp, axis=1)
     got = np.array([[ev[e]["margin"], ev[e]["entropy"], ev[e]["true_rank"]] for e in fail_ids])
@@ -116,7 +108,11 @@ def test_planted_run_end_to_end(planted, wh):
     assert np.allclose(got[:, 1], sp_entropy(fp, axis=1), atol=1e-4)
     assert (got[:, 2] == 2).all()  # two classes, every failure ranks the true class second
 
-    # neighbours against scikit-learn's brute-force cosine search
+
+def _check_neighbours(p, ev, fail_ids, pred) -> None:
+    """Neighbours against scikit-learn's brute-force cosine search."""
+    from sklearn.neighbors import NearestNeighbors
+
     tr_ids, tr_lab, tr_feats = p["train"]
     nn = NearestNeighbors(n_neighbors=10, metric="cosine", algorithm="brute").fit(tr_feats)
     _, ref = nn.kneighbors(p["feats"][fail_ids])
@@ -125,9 +121,9 @@ def test_planted_run_end_to_end(planted, wh):
     for e, r in zip(fail_ids, ref):
         assert ev[e]["neighbour_pred_share"] == pytest.approx(np.mean(tr_lab[r] == pred[e]), abs=0.11)
 
-    # z-scores: brightness by hand against the true class's training images
-    from PIL import Image
 
+def _check_z_scores(p, ev, fail_ids) -> None:
+    """z-scores: brightness by hand against the true class's training images."""
     from lens.datasets import open_source
 
     train = open_source(p["data"]).load("train")
@@ -137,7 +133,11 @@ def test_planted_run_end_to_end(planted, wh):
         cls = lum[train.labels == p["noisy"][e]]
         assert ev[e]["z_true"]["brightness"] == pytest.approx((b - cls.mean()) / cls.std(), abs=0.02)
 
-    # saliency of the flipped failures (the model is right about the content) sits in the patch corner
+
+def _check_flipped_saliency(wh, p, ev) -> None:
+    """Saliency of the flipped failures (the model is right about the content) sits in the patch corner."""
+    from PIL import Image
+
     flipped_fail = [e for e in p["flipped"] if e in ev]
     # (test_planted_saliency_lands_in_the_patch_corner proves localisation on correctly classified images;
     # here a handful of mislabelled ones only need to lean off-centre, below the 25% chance share)
@@ -149,7 +149,11 @@ def test_planted_run_end_to_end(planted, wh):
         png = con.execute("select saliency_png from evidence where run_id = 'planted' limit 1").fetchone()[0]
     assert Image.open(io.BytesIO(png)).size == (128, 128)
 
-    # the measured backend: annotation_issue lands on flips, and its answers contradict no evidence
+
+def _check_measured_backend(ev, flips) -> dict:
+    """The measured backend: annotation_issue lands on flips, and its answers contradict no evidence.
+
+    Returns each failure's data_quality tag."""
     backend = MeasuredBackend()
     prompt = load_prompt("reference")
     tags = {}
@@ -165,11 +169,13 @@ def test_planted_run_end_to_end(planted, wh):
     assert len(annotated & flips) >= 0.5 * len(flips & set(ev))
     flip_fail = flips & set(ev)
     assert len(annotated & flips) / len(annotated) >= 1.3 * len(flip_fail) / len(ev)  # well above the base rate
+    return tags
 
-    # the label-error score ranks the planted flips above the clean failures (scikit-learn AP vs base rate),
-    # and the tags are the scores thresholded
+
+def _check_label_error_score(ev, flips, tags) -> None:
+    """The label-error score ranks the planted flips above the clean failures (scikit-learn AP vs base
+    rate), and the tags are the scores thresholded."""
     from sklearn.metrics import average_precision_score
-
 
     order = sorted(ev)
     truth = np.array([e in flips for e in order])
@@ -180,6 +186,26 @@ def test_planted_run_end_to_end(planted, wh):
     assert all(tags[e] == diagnosis.tag_of(ev[e]["label_error_score"], ev[e]["ambiguity_score"]) for e in order)
     assert all(ev[e]["diagnosis"]["label_error"]["model"] == "probs+neighbours" for e in order)
     assert all(ev[e]["diagnosis_version"] == diagnosis.RULES_VERSION for e in order)
+
+
+def test_planted_run_end_to_end(planted, wh):
+    p = planted
+    _write_planted(wh, p)
+    res = stage.run(wh, run_id="planted", stats_limit=None, progress=False)
+    pred = p["probs"].argmax(1)
+    fail_ids = np.flatnonzero(pred != p["noisy"])
+    assert res.computed == len(fail_ids) and res.failures == len(fail_ids)
+    assert res.skipped == {}
+    ev = stage.load_evidence(wh, "planted")
+    assert sorted(ev) == fail_ids.tolist()
+
+    flips = _check_label_flips(p, res, ev)
+    _check_model_signals(p, ev, fail_ids)
+    _check_neighbours(p, ev, fail_ids, pred)
+    _check_z_scores(p, ev, fail_ids)
+    _check_flipped_saliency(wh, p, ev)
+    tags = _check_measured_backend(ev, flips)
+    _check_label_error_score(ev, flips, tags)
 
 
 def test_cli_resume_force_and_report(planted, cli):

@@ -143,27 +143,14 @@ def _predictions_file(path: Path, n: int, seed: int) -> None:
 
 
 def bench_writers(rows: int, think: float) -> None:
-    import urllib.request
-
     from _postgres import Postgres
-    from _seed import seed_complete_run
-    from test_security import _save_verdict_body
-
-    from tests.contracts import check_contracts
 
     tmp = Path(tempfile.mkdtemp(prefix="lens-bench-writers-"))
     pg = Postgres(Path(tempfile.mkdtemp(prefix="lens-bench-pg-")))
     try:
         lake = f"ducklake:{pg.catalog(pg.create_db('bench'))}"
         env = {**os.environ, "LENS_WAREHOUSE": lake, "LENS_LAKE_DATA": str(tmp / "data"), "LENS_LOCK_TIMEOUT": "120"}
-        wh = Warehouse(lake, lake_data=tmp / "data", lock_timeout=120)
-        s = seed_complete_run(wh, n_predictions=400, n_failures=200, n_hypotheses=200)
-        dims = list(s.dimensions)
-        for i in (1, 2):
-            _predictions_file(tmp / f"preds{i}.parquet", rows, seed=i)
-        imported = tmp / "import.csv"
-        imported.write_text("verdict_id,hypothesis_id,dimension,verdict,reviewer\n" + "".join(
-            f"imp{i},{s.hypothesis_ids[i % len(s.hypothesis_ids)]},overall,agree,importer\n" for i in range(500)))
+        s, imported = _writers_inputs(lake, tmp, rows)
         model = Server(0.05, 4)
         port = _free_port()
         serve = subprocess.Popen([sys.executable, "-m", "lens", "serve", "--port", str(port), "--threads", "24"],
@@ -172,97 +159,139 @@ def bench_writers(rows: int, think: float) -> None:
         _wait_http(base)
         print(f"\n== writers: one lake (PostgreSQL catalog), 4 writer processes + 20 reviewers x 50 verdicts over "
               f"HTTP  ({_load()})")
-        latencies: list[float] = []
-        failures: list[str] = []
-        lat_lock = threading.Lock()
-        done_at: list[float] = []
-
-        def reviewer(r: int) -> None:
-            for k in range(50):
-                hyp = s.hypothesis_ids[(r * 50 + k) % len(s.hypothesis_ids)]
-                body = json.loads(_save_verdict_body(hyp, dims))
-                body["state"][2]["value"] = f"reviewer{r:02d}"
-                body["inputs"][0]["value"] = {"v": "agree" if k % 3 else "disagree", "t": k + 1}
-                time.sleep(think)
-                req = urllib.request.Request(base + "/_dash-update-component", data=json.dumps(body).encode(),
-                                             headers={"Content-Type": "application/json"}, method="POST")
-                t0 = time.perf_counter()
-                try:
-                    with urllib.request.urlopen(req, timeout=120) as resp:
-                        reply = resp.read().decode()
-                    ok = "saved:" in reply
-                except OSError as exc:
-                    ok, reply = False, str(exc)
-                with lat_lock:
-                    latencies.append(time.perf_counter() - t0)
-                    done_at.append(time.perf_counter() - start)
-                    if not ok:
-                        failures.append(reply[:200])
-
-        t0 = start = time.perf_counter()
-        procs = {
-            "ingest a": subprocess.Popen([sys.executable, "-m", "lens", "ingest", "--predictions",
-                                          str(tmp / "preds1.parquet"), "--run", "a"], env=env,
-                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
-            "ingest b": subprocess.Popen([sys.executable, "-m", "lens", "ingest", "--predictions",
-                                          str(tmp / "preds2.parquet"), "--run", "b"], env=env,
-                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
-            "hypothesize": subprocess.Popen([sys.executable, "-m", "lens", "hypothesize", "--run", "demo",
-                                             "--backend", "ollama", "--ollama-host", f"{model.url}=4"], env=env,
-                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
-            "verdicts import": subprocess.Popen([sys.executable, "-m", "lens", "verdicts", "import", str(imported)],
-                                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
-        }
-        threads = [threading.Thread(target=reviewer, args=(r,)) for r in range(20)]
+        reviewers = _Reviewers(base, s, think)
+        t0 = reviewers.start = time.perf_counter()
+        procs = _start_writers(env, tmp, model.url, imported)
+        threads = [threading.Thread(target=reviewers.run, args=(r,)) for r in range(20)]
         for t in threads:
             t.start()
-        outs, ended = {}, {}
-
-        def wait_for(name, p):
-            outs[name] = p.communicate(timeout=900)[0]
-            ended[name] = time.perf_counter() - t0
-
-        waiters = [threading.Thread(target=wait_for, args=item) for item in procs.items()]
-        for w in waiters:
-            w.start()
-        for w in waiters:
-            w.join()
+        outs, ended = _wait_writers(procs, t0)
         for t in threads:
             t.join()
         wall = time.perf_counter() - t0
-        saves_done = max(done_at) if done_at else float("nan")
         serve.terminate()
         serve.wait(20)
         model.close()
         for name, p in procs.items():
-            print(f"  {name:16} exit {p.returncode} after {ended[name]:5.1f} s: {outs[name].strip().splitlines()[-1][:120]}")
-        with Warehouse(lake).connect() as con:
-            counts = check_contracts(con)
-            per_reviewer = dict(con.execute("select reviewer, count(*) from verdicts where reviewer like 'reviewer%'"
-                                            " group by 1").fetchall())
-            imported_n = con.execute("select count(*) from verdicts where reviewer = 'importer'").fetchone()[0]
-            preds = dict(con.execute("select run_id, count(*) from prediction_rows group by 1").fetchall())
-            hyps = con.execute("select count(*) from hypotheses where run_id = 'demo' and backend = 'ollama'"
-                               " and status = 'ok'").fetchone()[0]
-            sampled = con.execute("select count(*) from samples where run_id = 'demo'").fetchone()[0]
-            conflicts = con.execute("select count(*) from ducklake_snapshots('lens_lake')").fetchone()[0]
-        lost = (sum(max(0, 50 - per_reviewer.get(f"reviewer{r:02d}", 0)) for r in range(20)) + max(0, 500 - imported_n)
-                + sum(max(0, rows - preds.get(r, 0)) for r in ("a", "b")) + max(0, sampled - hyps))
-        dup = (sum(max(0, v - 50) for v in per_reviewer.values()) + max(0, imported_n - 500)
-               + sum(max(0, preds.get(r, 0) - rows) for r in ("a", "b")) + max(0, hyps - sampled))
-        lat = sorted(latencies)
-        p95 = lat[int(0.95 * (len(lat) - 1))]
-        print(f"  {wall:.1f} s in all (the reviewers' last save after {saves_done:.1f} s, think time {think:g} s); "
-              f"verdict save requests: {len(lat)} ({len(failures)} answered 'saving…': stored by a later batch), p50 "
-              f"{1000 * statistics.median(lat):.0f} ms, p95 {1000 * p95:.0f} ms, max {1000 * lat[-1]:.0f} ms "
-              f"(target p95 < 300 ms: {'met' if p95 < 0.3 else 'MISSED'})")
-        print(f"  rows lost: {lost}, duplicated: {dup} (contracts pass: {len(counts)} relations); predictions a/b "
-              f"{preds.get('a', 0):,}/{preds.get('b', 0):,}, hypotheses {hyps}/{sampled}, verdicts "
-              f"{sum(per_reviewer.values())} + {imported_n} imported; lake snapshots {conflicts}")
-        if failures:
-            print(f"  first failed save: {failures[0]}")
+            last = outs[name].strip().splitlines()[-1][:120]
+            print(f"  {name:16} exit {p.returncode} after {ended[name]:5.1f} s: {last}")
+        _writers_report(lake, rows, reviewers, wall, think)
     finally:
         pg.stop("immediate")
+
+
+def _writers_inputs(lake: str, tmp: Path, rows: int):
+    """The seeded demo run in the lake, two prediction files and a CSV of 500 verdicts to import."""
+    from _seed import seed_complete_run
+
+    wh = Warehouse(lake, lake_data=tmp / "data", lock_timeout=120)
+    s = seed_complete_run(wh, n_predictions=400, n_failures=200, n_hypotheses=200)
+    for i in (1, 2):
+        _predictions_file(tmp / f"preds{i}.parquet", rows, seed=i)
+    imported = tmp / "import.csv"
+    imported.write_text("verdict_id,hypothesis_id,dimension,verdict,reviewer\n" + "".join(
+        f"imp{i},{s.hypothesis_ids[i % len(s.hypothesis_ids)]},overall,agree,importer\n" for i in range(500)))
+    return s, imported
+
+
+class _Reviewers:
+    """20 simulated reviewers, each saving 50 verdicts over HTTP; latencies and failed saves."""
+
+    def __init__(self, base: str, seeded, think: float):
+        from test_security import _save_verdict_body
+
+        self.base, self.s, self.think, self.body = base, seeded, think, _save_verdict_body
+        self.dims = list(seeded.dimensions)
+        self.latencies: list[float] = []
+        self.failures: list[str] = []
+        self.done_at: list[float] = []
+        self.start = time.perf_counter()
+        self._lock = threading.Lock()
+
+    def run(self, r: int) -> None:
+        import urllib.request
+
+        for k in range(50):
+            hyp = self.s.hypothesis_ids[(r * 50 + k) % len(self.s.hypothesis_ids)]
+            body = json.loads(self.body(hyp, self.dims))
+            body["state"][2]["value"] = f"reviewer{r:02d}"
+            body["inputs"][0]["value"] = {"v": "agree" if k % 3 else "disagree", "t": k + 1}
+            time.sleep(self.think)
+            req = urllib.request.Request(self.base + "/_dash-update-component", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+            t0 = time.perf_counter()
+            try:
+                with urllib.request.urlopen(req, timeout=120) as resp:
+                    reply = resp.read().decode()
+                ok = "saved:" in reply
+            except OSError as exc:
+                ok, reply = False, str(exc)
+            with self._lock:
+                self.latencies.append(time.perf_counter() - t0)
+                self.done_at.append(time.perf_counter() - self.start)
+                if not ok:
+                    self.failures.append(reply[:200])
+
+
+def _start_writers(env: dict, tmp: Path, model_url: str, imported: Path) -> dict[str, subprocess.Popen]:
+    """The 4 writer processes: 2 ingests, a hypothesize against the model server, a verdicts import."""
+    commands = {
+        "ingest a": ["ingest", "--predictions", str(tmp / "preds1.parquet"), "--run", "a"],
+        "ingest b": ["ingest", "--predictions", str(tmp / "preds2.parquet"), "--run", "b"],
+        "hypothesize": ["hypothesize", "--run", "demo", "--backend", "ollama", "--ollama-host", f"{model_url}=4"],
+        "verdicts import": ["verdicts", "import", str(imported)],
+    }
+    return {name: subprocess.Popen([sys.executable, "-m", "lens", *args], env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True) for name, args in commands.items()}
+
+
+def _wait_writers(procs: dict[str, subprocess.Popen], t0: float) -> tuple[dict[str, str], dict[str, float]]:
+    """Each writer's output and when it ended (seconds after ``t0``)."""
+    outs, ended = {}, {}
+
+    def wait_for(name, p):
+        outs[name] = p.communicate(timeout=900)[0]
+        ended[name] = time.perf_counter() - t0
+
+    waiters = [threading.Thread(target=wait_for, args=item) for item in procs.items()]
+    for w in waiters:
+        w.start()
+    for w in waiters:
+        w.join()
+    return outs, ended
+
+
+def _writers_report(lake: str, rows: int, reviewers: _Reviewers, wall: float, think: float) -> None:
+    """Rows lost or duplicated (contracts checked), verdict save latencies, lake snapshots."""
+    from tests.contracts import check_contracts
+
+    with Warehouse(lake).connect() as con:
+        counts = check_contracts(con)
+        per_reviewer = dict(con.execute("select reviewer, count(*) from verdicts where reviewer like 'reviewer%'"
+                                        " group by 1").fetchall())
+        imported_n = con.execute("select count(*) from verdicts where reviewer = 'importer'").fetchone()[0]
+        preds = dict(con.execute("select run_id, count(*) from prediction_rows group by 1").fetchall())
+        hyps = con.execute("select count(*) from hypotheses where run_id = 'demo' and backend = 'ollama'"
+                           " and status = 'ok'").fetchone()[0]
+        sampled = con.execute("select count(*) from samples where run_id = 'demo'").fetchone()[0]
+        conflicts = con.execute("select count(*) from ducklake_snapshots('lens_lake')").fetchone()[0]
+    lost = (sum(max(0, 50 - per_reviewer.get(f"reviewer{r:02d}", 0)) for r in range(20)) + max(0, 500 - imported_n)
+            + sum(max(0, rows - preds.get(r, 0)) for r in ("a", "b")) + max(0, sampled - hyps))
+    dup = (sum(max(0, v - 50) for v in per_reviewer.values()) + max(0, imported_n - 500)
+           + sum(max(0, preds.get(r, 0) - rows) for r in ("a", "b")) + max(0, hyps - sampled))
+    lat = sorted(reviewers.latencies)
+    p95 = lat[int(0.95 * (len(lat) - 1))]
+    saves_done = max(reviewers.done_at) if reviewers.done_at else float("nan")
+    failures = reviewers.failures
+    print(f"  {wall:.1f} s in all (the reviewers' last save after {saves_done:.1f} s, think time {think:g} s); "
+          f"verdict save requests: {len(lat)} ({len(failures)} answered 'saving…': stored by a later batch), p50 "
+          f"{1000 * statistics.median(lat):.0f} ms, p95 {1000 * p95:.0f} ms, max {1000 * lat[-1]:.0f} ms "
+          f"(target p95 < 300 ms: {'met' if p95 < 0.3 else 'MISSED'})")
+    print(f"  rows lost: {lost}, duplicated: {dup} (contracts pass: {len(counts)} relations); predictions a/b "
+          f"{preds.get('a', 0):,}/{preds.get('b', 0):,}, hypotheses {hyps}/{sampled}, verdicts "
+          f"{sum(per_reviewer.values())} + {imported_n} imported; lake snapshots {conflicts}")
+    if failures:
+        print(f"  first failed save: {failures[0]}")
 
 
 def _free_port() -> int:

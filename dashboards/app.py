@@ -41,17 +41,19 @@ if it is still held after the lock timeout the verdict stays queued, in the app 
 in the browser's local storage (``pending-verdicts``), and is retried every 2 s until it is
 stored, so a click is never lost (also when Dash drops the answer of a save overtaken by the
 next key press). Verdict writes are serialised in the process and skip stored verdict ids,
-so a retried verdict is stored once. Each request opens the warehouse and closes it again.
+so a retried verdict is stored once; they are group commits (:mod:`dashboards.verdict_queue`):
+a write takes every verdict queued by then, other reviewers' too, and a record that cannot be
+stored fails alone (``not saved: ...`` to its reviewer), the rest of its batch is stored.
+The app's queue is ``app.server.extensions["lens_verdicts"]`` (its ``stats`` count commits).
+Each request opens the warehouse and closes it again.
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
-import json
 import logging
 import re
-import threading
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -63,8 +65,9 @@ from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import DependencyException, PreventUpdate
 from flask import Response, abort, g, request
 
-from dashboards import experiments, overview, queries, relabel, review
-from lens.errors import DataError, WarehouseLockedError
+from dashboards import experiments, overview, queries, relabel, review, review_nav
+from dashboards.review_nav import _clicked
+from dashboards.verdict_queue import SaveResult, VerdictQueue
 from lens.stages import verdicts as verdict_stage
 from lens.warehouse import Warehouse, utcnow
 
@@ -166,20 +169,6 @@ def parse_search(search: str | None) -> dict[str, Any]:
     return params
 
 
-def _clicked(triggered: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Pattern-matching ids among the triggers that were really clicked (n_clicks > 0).
-
-    Dash also triggers ALL-pattern callbacks when the components are re-rendered (n_clicks
-    0), and may merge such a trigger with a key press into one request.
-    """
-    out = []
-    for t in triggered:
-        prop_id = t.get("prop_id", "")
-        if prop_id.startswith("{") and t.get("value"):
-            out.append(json.loads(prop_id.rsplit(".", 1)[0]))
-    return out
-
-
 def _install_token_check(server, token: str) -> None:
     expected = token.encode()
 
@@ -213,8 +202,6 @@ def create_app(warehouse: Warehouse | str | Path, run_id: str | None = None, tok
     """
     wh = warehouse if isinstance(warehouse, Warehouse) else Warehouse(warehouse)
     write_wh = wh if wh.memory else Warehouse(wh.path, lock_timeout=min(wh.lock_timeout, WRITE_LOCK_TIMEOUT))
-    server_pending: dict[str, dict[str, Any]] = {}  # verdict_id -> record not stored yet
-    pending_lock, write_lock = threading.Lock(), threading.Lock()
     app = dash.Dash(
         __name__, assets_folder=str(ASSETS), title="Lens", update_title=None,
         suppress_callback_exceptions=True, serve_locally=True,
@@ -224,6 +211,26 @@ def create_app(warehouse: Warehouse | str | Path, run_id: str | None = None, tok
     _install_host_check(server, allowed_hosts)  # first: a rebound name gets nothing, not even a 401
     if token:
         _install_token_check(server, token)
+    _install_routes(server, wh)
+    app.layout = html.Div([
+        dcc.Location(id="url", refresh=False),
+        dcc.Store(id="reviewer-store", storage_type="local"),
+        dcc.Store(id="pending-verdicts", storage_type="local", data=[]),
+        html.Div(id="page"),
+    ])
+    queue = server.extensions["lens_verdicts"] = VerdictQueue(write_wh)  # verdicts not stored yet
+    _register_page_callbacks(app, wh, run_id)
+    _register_overview_callbacks(app, wh, run_id)
+    review_nav.register_callbacks(app, wh)  # the queue, navigation, dimension selection
+    _register_verdict_callbacks(app, queue)
+    _register_failure_callbacks(app, wh)
+    review.register_callbacks(app)  # "show all" of a long answer
+    relabel.register_callbacks(app, wh)  # the download for annotators (/relabel)
+    return app
+
+
+def _install_routes(server, wh: Warehouse) -> None:
+    """Security headers, the image routes (by failure id only) and 404 for unknown component files."""
 
     @server.after_request
     def security_headers(resp):
@@ -261,22 +268,20 @@ def create_app(warehouse: Warehouse | str | Path, run_id: str | None = None, tok
         # /_dash-component-suites/<pkg>/<path outside the registered files> (e.g. '../../app.py')
         return Response("Not Found\n", status=404, mimetype="text/plain")
 
-    app.layout = html.Div([
-        dcc.Location(id="url", refresh=False),
-        dcc.Store(id="reviewer-store", storage_type="local"),
-        dcc.Store(id="pending-verdicts", storage_type="local", data=[]),
-        html.Div(id="page"),
-    ])
 
-    def pick_run(requested: str | None) -> tuple[str | None, list[str]]:
-        runs = queries.runs(wh)
-        for cand in (requested, run_id):
-            if cand in runs:
-                return cand, runs
-        return (runs[0] if runs else None), runs
+def _pick_run(wh: Warehouse, default: str | None, requested: str | None) -> tuple[str | None, list[str]]:
+    """The run to show (the requested one, else ``default``, else the newest) and all runs."""
+    runs = queries.runs(wh)
+    for cand in (requested, default):
+        if cand in runs:
+            return cand, runs
+    return (runs[0] if runs else None), runs
 
-    # -- routing -------------------------------------------------------------------------
 
+# -- routing -------------------------------------------------------------------------------
+
+
+def _register_page_callbacks(app: dash.Dash, wh: Warehouse, run_id: str | None) -> None:
     @app.callback(Output("page", "children"), Input("url", "pathname"), Input("url", "search"),
                   State("reviewer-store", "data"))
     def render_page(pathname, search, reviewer):
@@ -290,7 +295,7 @@ def create_app(warehouse: Warehouse | str | Path, run_id: str | None = None, tok
             data = queries.overview(wh, params["run"] or run_id) if (params["run"] or run_id) else None
             if data is not None and data["metrics"]:
                 return overview.layout(data, data["runs"])
-        run, runs = pick_run(params["run"])
+        run, runs = _pick_run(wh, run_id, params["run"])
         if run is None:
             return overview.empty("The warehouse has no runs yet: start with `lens train` or `lens ingest`.")
         if (pathname or "/").rstrip("/") == "/compare":
@@ -303,6 +308,8 @@ def create_app(warehouse: Warehouse | str | Path, run_id: str | None = None, tok
             return review.layout(run, params, queries.review_options(wh, run), reviewer)
         return overview.layout(queries.overview(wh, run), runs)
 
+
+def _register_overview_callbacks(app: dash.Dash, wh: Warehouse, run_id: str | None) -> None:
     @app.callback(Output("class-chart-slot", "children"), Output("confusion-slot", "children"),
                   Output("curves-slot", "children"), Output("map-slot", "children"),
                   Input("dashboard-run", "data"))
@@ -317,7 +324,7 @@ def create_app(warehouse: Warehouse | str | Path, run_id: str | None = None, tok
                   State("url", "search"), prevent_initial_call=True)
     def change_run(run, search):
         # the dropdown reports its value when it mounts: only a different run navigates
-        if not run or run == pick_run(parse_search(search)["run"])[0]:
+        if not run or run == _pick_run(wh, run_id, parse_search(search)["run"])[0]:
             raise PreventUpdate
         return "?" + overview.urlencode({"run": run})
 
@@ -332,7 +339,7 @@ def create_app(warehouse: Warehouse | str | Path, run_id: str | None = None, tok
     @app.callback(Output("cluster-map", "figure"), Input("map-dim", "value"), State("url", "search"),
                   prevent_initial_call=True)
     def change_map(dim, search):
-        run, _ = pick_run(parse_search(search)["run"])
+        run, _ = _pick_run(wh, run_id, parse_search(search)["run"])
         if not dim or run is None:
             raise PreventUpdate
         return overview.map_figure(queries.map_points(wh, run, dim), dim)
@@ -346,72 +353,14 @@ def create_app(warehouse: Warehouse | str | Path, run_id: str | None = None, tok
         hyp = click["points"][0].get("customdata")
         if not hyp:
             raise PreventUpdate
-        run, _ = pick_run(parse_search(search)["run"])
+        run, _ = _pick_run(wh, run_id, parse_search(search)["run"])
         return "/review", "?" + overview.urlencode({"run": run, "hyp": hyp, "dim": dim})
 
-    # -- review: queue, navigation, dimension selection ------------------------------------
 
-    @app.callback(Output("review-state", "data"),
-                  Input("f-cluster", "value"), Input("f-pair", "value"), Input("f-tag", "value"),
-                  Input("f-unreviewed", "value"), State("review-query", "data"), State("review-state", "data"))
-    def build_queue(cluster, pair, tag, unreviewed, query, state):
-        run = query["run"]
-        cl = None
-        if cluster:
-            dim, _, cid = cluster.rpartition("|")
-            cl = (dim, int(cid))
-        pr = tuple(int(x) for x in pair.split("-")) if pair else None
-        ids = queries.queue(wh, run, cluster=cl, pair=pr, tag=tag, unreviewed=bool(unreviewed))
-        pos = 0
-        if state is None and query.get("hyp") in ids:
-            pos = ids.index(query["hyp"])
-        dims = queries.review_options(wh, run)["dimensions"] if state is None else state["dims"]
-        return {"run": run, "ids": ids, "pos": pos, "dims": dims}
+# -- review: verdicts ----------------------------------------------------------------------
 
-    @app.callback(Output("review-state", "data", allow_duplicate=True), Output("note", "value"),
-                  Input("key-nav", "data"), Input("prev", "n_clicks"), Input("next", "n_clicks"),
-                  State("review-state", "data"), prevent_initial_call=True)
-    def navigate(key, _prev, _next, state):
-        if not state or not state["ids"]:
-            raise PreventUpdate
-        if "key-nav.data" in ctx.triggered_prop_ids:
-            step = (key or {}).get("dir", 0)
-        else:
-            step = {"prev": -1, "next": 1}.get(ctx.triggered_id, 0)
-        pos = min(max(state["pos"] + int(step), 0), len(state["ids"]) - 1)
-        if pos == state["pos"]:
-            raise PreventUpdate
-        return {**state, "pos": pos}, ""
 
-    @app.callback(Output("selected-dim", "data"),
-                  Input("key-dim", "data"), Input({"type": "dim-card", "dim": ALL}, "n_clicks"),
-                  State("review-state", "data"), State("selected-dim", "data"), prevent_initial_call=True)
-    def select_dimension(key, _clicks, state, selected):
-        if not state:
-            raise PreventUpdate
-        choices = state["dims"] + [verdict_stage.OVERALL]
-        if "key-dim.data" not in ctx.triggered_prop_ids:
-            clicked = _clicked(ctx.triggered)
-            if not clicked:
-                raise PreventUpdate  # cards re-rendered (n_clicks 0), not clicked
-            return clicked[-1]["dim"]
-        key = key or {}
-        if "n" in key:
-            n = int(key["n"])
-            if not 1 <= n <= len(choices):
-                raise PreventUpdate
-            return choices[n - 1]
-        if "tab" in key:
-            cur = choices.index(selected) if selected in choices else 0
-            return choices[(cur + int(key["tab"])) % len(choices)]
-        raise PreventUpdate
-
-    @app.callback(Output("reviewer-store", "data"), Input("reviewer", "value"), prevent_initial_call=True)
-    def remember_reviewer(name):
-        return (name or "").strip()
-
-    # -- review: verdicts ---------------------------------------------------------------
-
+def _register_verdict_callbacks(app: dash.Dash, queue: VerdictQueue) -> None:
     @app.callback(
         Output("verdict-tick", "data"), Output("save-status", "children"),
         Output("pending-verdicts", "data"), Output("retry-interval", "disabled"),
@@ -440,42 +389,32 @@ def create_app(warehouse: Warehouse | str | Path, run_id: str | None = None, tok
                 "dimension": new[1], "verdict": new[0], "reviewer": (reviewer or "").strip() or "anonymous",
                 "note": (note or "").strip() or None, "created_at": utcnow().isoformat(),
             })
-        # Every record also goes to this process's queue before the write is tried: Dash drops the
-        # answer of a save that is still running when the next key press starts another one, so
-        # a record handed back to the browser only (pending-verdicts) would be lost with it.
-        with pending_lock:
-            for r in records:
-                if r.get("verdict_id"):
-                    server_pending.setdefault(str(r["verdict_id"]), r)
-            batch = list(server_pending.values())
-        if not batch:
-            return no_update, no_update, [], True
-        # One verdict write at a time in this process: two overlapping transactions could both
-        # find a retried verdict id unstored and both insert it.
-        if not write_lock.acquire(timeout=write_wh.lock_timeout):
-            return no_update, f"saving… {len(batch)} verdict(s) waiting (retrying)", batch, False
-        try:
-            verdict_stage.append(write_wh, batch, source="review", skip_existing=True)
-        except WarehouseLockedError:
-            return (no_update, f"saving… the warehouse is busy, {len(batch)} verdict(s) waiting (retrying)",
-                    batch, False)
-        except DataError as exc:
-            with pending_lock:
-                for r in batch:
-                    server_pending.pop(str(r["verdict_id"]), None)
-            return tick, f"not saved: {exc}", [], True
-        finally:
-            write_lock.release()
-        with pending_lock:
-            for r in batch:
-                server_pending.pop(str(r["verdict_id"]), None)
-            left = list(server_pending.values())  # queued meanwhile by a save whose answer Dash dropped
-        if left:
-            return (tick or 0) + 1, f"saving… {len(left)} verdict(s) waiting (retrying)", left, False
-        last = records[-1] if records else batch[-1]
-        return ((tick or 0) + 1, f"saved: {last['verdict']} on {last['dimension']} at {last['created_at'][11:19]} UTC",
-                [], True)
+        # Every record goes to the process's queue before the write is tried: Dash drops the answer
+        # of a save still running when the next key press starts another one, so a record handed
+        # back to the browser only (pending-verdicts) would be lost with it.
+        return _save_answer(queue.submit(records), records, tick)
 
+
+def _save_answer(res: SaveResult, records: list[dict[str, Any]], tick: int | None) -> tuple:
+    """The save callback's outputs (tick, status line, the browser's pending records, retry off)."""
+    retry = f"{len(res.left)} verdict(s) waiting (retrying)"
+    if res.errors:  # only the bad records fail: the rest of the batch is stored (or still queued)
+        ticked = (tick or 0) + 1 if res.written else tick
+        return ticked, f"not saved: {next(iter(res.errors.values()))}", res.left, not res.left
+    if res.state == "waiting":
+        return no_update, f"saving… {retry}", res.left, False
+    if res.state == "busy":
+        return no_update, f"saving… the warehouse is busy, {retry}", res.left, False
+    if res.left:  # queued meanwhile by a save whose answer Dash dropped
+        return (tick or 0) + 1, f"saving… {retry}", res.left, False
+    last = records[-1] if records else res.last
+    if last is None:
+        return no_update, no_update, [], True
+    return ((tick or 0) + 1, f"saved: {last['verdict']} on {last['dimension']} at {last['created_at'][11:19]} UTC",
+            [], True)
+
+
+def _register_failure_callbacks(app: dash.Dash, wh: Warehouse) -> None:
     @app.callback(Output("failure-panel", "children"), Output("progress", "children"),
                   Input("review-state", "data"), Input("selected-dim", "data"), Input("verdict-tick", "data"),
                   Input("review-expanded", "data"), State("reviewer", "value"))
@@ -493,7 +432,3 @@ def create_app(warehouse: Warehouse | str | Path, run_id: str | None = None, tok
         progress = (f"failure {state['pos'] + 1} of {len(ids)} · {item['queue_reviewed']} of {len(ids)} reviewed"
                     f" · dimension: {sel}")
         return review.panel(item, dims, sel, (reviewer or "").strip() or "anonymous", expanded or []), progress
-
-    review.register_callbacks(app)  # "show all" of a long answer
-    relabel.register_callbacks(app, wh)  # the download for annotators (/relabel)
-    return app

@@ -7,8 +7,10 @@ Serve the app with the ``live_app`` fixture of tests/conftest.py; ``seeded_wareh
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+from collections.abc import Sequence
 from urllib.parse import urlparse
 
 from _seed import seed_complete_run
@@ -52,3 +54,25 @@ def raw_request(base: str, method: str, path: str, body: bytes | None = None,
 
 def raw_get(base: str, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     return raw_request(base, "GET", path, headers=headers)
+
+
+def save_verdict_body(hyp: str, dims: Sequence[str] = ()) -> bytes:
+    """The Dash callback request the review page sends when reviewer 'mallory' presses `a` on ``hyp``."""
+    outputs = [("verdict-tick", "data"), ("save-status", "children"), ("pending-verdicts", "data"),
+               ("retry-interval", "disabled")]
+    return json.dumps({
+        "output": ".." + "...".join(f"{i}.{p}" for i, p in outputs) + "..",
+        "outputs": [{"id": i, "property": p} for i, p in outputs],
+        "inputs": [{"id": "key-verdict", "property": "data", "value": {"v": "agree", "t": 1}}, [],
+                   {"id": "retry-interval", "property": "n_intervals", "value": None}],
+        "changedPropIds": ["key-verdict.data"],
+        "state": [
+            {"id": "review-state", "property": "data",
+             "value": {"run": "demo", "ids": [hyp], "pos": 0, "dims": list(dims)}},
+            {"id": "selected-dim", "property": "data", "value": "overall"},
+            {"id": "reviewer", "property": "value", "value": "mallory"},
+            {"id": "note", "property": "value", "value": None},
+            {"id": "pending-verdicts", "property": "data", "value": []},
+            {"id": "verdict-tick", "property": "data", "value": 0},
+        ],
+    }).encode()

@@ -13,8 +13,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 import time
@@ -22,7 +20,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from _live import SERVE_ENV, raw_get, raw_request, seeded_warehouse, verdict_count
+from _live import SERVE_ENV, raw_get, raw_request, save_verdict_body, seeded_warehouse, verdict_count
 from _seed import seed_complete_run
 from _servers import free_port
 
@@ -37,26 +35,6 @@ REBOUND = ["evil.example", "evil.example:8050", "EVIL.example.", "127.0.0.1.evil
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory):
     return seeded_warehouse(tmp_path_factory, "serve")
-
-
-def _save_verdict_body(hyp: str) -> bytes:
-    outputs = [("verdict-tick", "data"), ("save-status", "children"), ("pending-verdicts", "data"),
-               ("retry-interval", "disabled")]
-    return json.dumps({
-        "output": ".." + "...".join(f"{i}.{p}" for i, p in outputs) + "..",
-        "outputs": [{"id": i, "property": p} for i, p in outputs],
-        "inputs": [{"id": "key-verdict", "property": "data", "value": {"v": "agree", "t": 1}}, [],
-                   {"id": "retry-interval", "property": "n_intervals", "value": None}],
-        "changedPropIds": ["key-verdict.data"],
-        "state": [
-            {"id": "review-state", "property": "data", "value": {"run": "demo", "ids": [hyp], "pos": 0, "dims": []}},
-            {"id": "selected-dim", "property": "data", "value": "overall"},
-            {"id": "reviewer", "property": "value", "value": "mallory"},
-            {"id": "note", "property": "value", "value": None},
-            {"id": "pending-verdicts", "property": "data", "value": []},
-            {"id": "verdict-tick", "property": "data", "value": 0},
-        ],
-    }).encode()
 
 
 # -- Host header -----------------------------------------------------------------------------
@@ -91,7 +69,7 @@ def test_rebound_host_names_get_nothing_in_process(seeded, live_app):
             status, body = raw_get(base, path, {"Host": host})
             assert status == 400, (host, path, status)
             assert not body.startswith(b"\x89PNG") and b"<html" not in body.lower() and b"react" not in body.lower()
-        status, _ = raw_request(base, "POST", "/_dash-update-component", _save_verdict_body(hyp),
+        status, _ = raw_request(base, "POST", "/_dash-update-component", save_verdict_body(hyp),
                                 {"Host": host, "Content-Type": "application/json"})
         assert status == 400, host
     assert verdict_count(wh) == 0

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import subprocess
 import sys
 import time
@@ -41,7 +40,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from _live import SERVE_ENV, raw_get, raw_request, seeded_warehouse, verdict_count
+from _live import SERVE_ENV, raw_get, raw_request, save_verdict_body, seeded_warehouse, verdict_count
 from _seed import seed_complete_run
 from contracts import check_contracts
 from PIL import Image
@@ -100,27 +99,6 @@ def _wait_listening(proc: subprocess.Popen, port: int, timeout: float = 60) -> s
     raise AssertionError(f"lens serve never listened on {port}: {line}")
 
 
-def _save_verdict_body(hyp: str, dims: list[str]) -> bytes:
-    """The Dash callback request the review page sends when a reviewer presses `a`."""
-    outputs = [("verdict-tick", "data"), ("save-status", "children"), ("pending-verdicts", "data"),
-               ("retry-interval", "disabled")]
-    return json.dumps({
-        "output": ".." + "...".join(f"{i}.{p}" for i, p in outputs) + "..",
-        "outputs": [{"id": i, "property": p} for i, p in outputs],
-        "inputs": [{"id": "key-verdict", "property": "data", "value": {"v": "agree", "t": 1}}, [],
-                   {"id": "retry-interval", "property": "n_intervals", "value": None}],
-        "changedPropIds": ["key-verdict.data"],
-        "state": [
-            {"id": "review-state", "property": "data", "value": {"run": "demo", "ids": [hyp], "pos": 0, "dims": dims}},
-            {"id": "selected-dim", "property": "data", "value": "overall"},
-            {"id": "reviewer", "property": "value", "value": "mallory"},
-            {"id": "note", "property": "value", "value": None},
-            {"id": "pending-verdicts", "property": "data", "value": []},
-            {"id": "verdict-tick", "property": "data", "value": 0},
-        ],
-    }).encode()
-
-
 def test_serve_listens_on_loopback_by_default_and_elsewhere_only_with_a_token(seeded):
     from _servers import free_port
 
@@ -139,7 +117,7 @@ def test_serve_listens_on_loopback_by_default_and_elsewhere_only_with_a_token(se
 
         base = f"http://127.0.0.1:{p_all}"
         ex, hyp = s.failure_ids[0], s.hypothesis_ids[0]
-        body = _save_verdict_body(hyp, list(s.dimensions))
+        body = save_verdict_body(hyp, list(s.dimensions))
         post = {"Content-Type": "application/json"}
         anonymous = [("GET", p) for p in (
             "/", "/review?run=demo", "/_dash-layout", "/_dash-dependencies", "/assets/keys.js",

@@ -19,10 +19,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from _live import raw_request
+from _live import raw_request, save_verdict_body
 from _seed import seed_complete_run
 from _servers import free_port
-from test_security import _save_verdict_body
 
 from lens.warehouse import Warehouse
 
@@ -115,7 +114,7 @@ def test_production_server_serves_the_dashboard_and_refuses_requests_without_the
         assert statuses == [200] * len(paths)
 
         base = f"http://{addr}:{port}"
-        body = _save_verdict_body(hyp, list(s.dimensions))
+        body = save_verdict_body(hyp, list(s.dimensions))
         post = {"Content-Type": "application/json"}
         assert raw_request(base, "POST", "/_dash-update-component", body, post)[0] == 401
         with wh.connect() as con:

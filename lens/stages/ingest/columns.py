@@ -48,7 +48,7 @@ def _check_header(path: Path, delimiter: str) -> None:
         other = other.encode().decode("unicode_escape")
         if other in head and other != delimiter:
             want = "comma-separated .csv" + (" or tab-separated .tsv" if other != "\t" else "")
-            hint = "rename it to .tsv" if other == "\t" else f"save it with commas as the delimiter"
+            hint = "rename it to .tsv" if other == "\t" else "save it with commas as the delimiter"
             raise DataError(
                 f"{path}: line 1 has no {'tab' if delimiter == chr(9) else 'comma'}s but has {name}s "
                 f"({head[:80]!r}): this looks like a {name}-delimited file. Lens reads {want}; {hint}"

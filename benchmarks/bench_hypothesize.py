@@ -10,7 +10,10 @@ a fresh server, in rounds (bare, client, lens; ``--rounds``), with the median:
     each call with the prepared 128 px PNG and the reference prompt's messages and schema
     (what any program using the client pays; no parsing or storage);
   * lens: the whole stage at ``--concurrency`` (image upscale + PNG, the ollama client,
-    JSON parsing and validation, batched DuckDB writes, progress bookkeeping);
+    JSON parsing and validation, batched DuckDB writes, progress bookkeeping), with its default
+    ``--queue-ahead 1`` (one more request waiting in the server's queue);
+  * lens q0: the same with ``--queue-ahead 0``: exactly ``--concurrency`` in flight, like bare
+    and client;
   * utilisation: the share of the server's slot time that was busy over its window (first
     request in to last reply out) = answers x latency / (slots x window), and answers/s end
     to end (lens: the whole stage call, start-up and final commit included);
@@ -46,6 +49,7 @@ import ollama  # noqa: E402,F401  (the client's import is a one-off cost per pro
 
 IMPORT_S = time.perf_counter() - _t
 
+from lens import defaults as D  # noqa: E402
 from lens import prompts  # noqa: E402
 from lens.stages import hypothesize  # noqa: E402
 from lens.warehouse import Warehouse  # noqa: E402
@@ -164,21 +168,23 @@ def main() -> None:
     prompt = prompts.load("reference")
     body, messages = _bodies(_seeded(tmp / "probe.duckdb", 1), prompt)
 
-    def lens(i):
-        wh = _seeded(tmp / f"lens{i}.duckdb", n)  # 32x32 noise PNGs: the worst case for PNG re-encoding
+    def lens(i, ahead=D.QUEUE_AHEAD):
+        wh = _seeded(tmp / f"lens{i}-{ahead}.duckdb", n)  # 32x32 noise PNGs: the worst case for PNG re-encoding
 
         def go(url):
             c0, t0 = time.process_time(), time.perf_counter()
-            res = hypothesize.run(wh, backend="ollama", ollama_host=url, concurrency=conc, progress=False)
+            res = hypothesize.run(wh, backend="ollama", ollama_host=url, concurrency=conc, queue_ahead=ahead,
+                                  progress=False)
             assert res.ok == n, res
             return time.perf_counter() - t0, time.process_time() - c0
         return go
 
-    runs: dict[str, list[dict]] = {"bare": [], "client": [], "lens": []}
+    runs: dict[str, list[dict]] = {"bare": [], "client": [], "lens": [], "lens q0": []}
     for i in range(args.rounds):
         runs["bare"].append(_measured(lambda url: bare(url, n, conc, body), lat, slots))
         runs["client"].append(_measured(lambda url: client(url, n, conc, messages, prompt.json_schema()), lat, slots))
         runs["lens"].append(_measured(lens(i), lat, slots))
+        runs["lens q0"].append(_measured(lens(i, 0), lat, slots))
     _report(runs, n=n, lat=lat, slots=slots, conc=conc, ideal=ideal)
 
 
@@ -203,7 +209,8 @@ def _report(runs: dict[str, list[dict]], *, n: int, lat: float, slots: int, conc
         print(f"{name:7} {each:>34} {med[name]:7.3f} | {n / wall:9.1f} {100 * n / wall / ideal:7.1f}%"
               f" | {1000 * cpu / n:13.2f}")
     lens = runs["lens"]
-    print(f"lens / client utilisation {med['lens'] / med['client']:.3f}, lens / bare {med['lens'] / med['bare']:.3f};"
+    print(f"lens / client utilisation {med['lens'] / med['client']:.3f} (lens q0 / client "
+          f"{med['lens q0'] / med['client']:.3f}), lens / bare {med['lens'] / med['bare']:.3f};"
           f" lens start-up to the first request {1000 * statistics.median(r['startup'] for r in lens):.0f} ms,"
           f" last reply to the end {1000 * statistics.median(r['finish'] for r in lens):.0f} ms")
     print(f"one-off: importing the ollama client took {1000 * IMPORT_S:.0f} ms (not in the figures above)")

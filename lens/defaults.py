@@ -14,6 +14,9 @@ from __future__ import annotations
 PROMPT = "reference"
 #: hypothesis requests in flight (match the server's parallel slots, e.g. OLLAMA_NUM_PARALLEL)
 CONCURRENCY = 4
+#: requests each model server gets beyond its slots, waiting in its queue (Ollama, vLLM queue
+#: them), so a slot that frees starts the next at once instead of idling while Lens turns around
+QUEUE_AHEAD = 1
 #: the backend ``auto`` picks from the registry (Ollama when it answers, else ``measured``)
 BACKEND = "auto"
 

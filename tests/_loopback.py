@@ -128,6 +128,10 @@ class LoopbackServer:
         self.timings: list[tuple[float, float]] = []  # (arrival, reply done) per chat request, monotonic
         self.active = 0
         self.max_active = 0
+        self.serving = 0  # chat requests holding one of the slots (the rest wait in the queue)
+        self.max_serving = 0
+        self.waiting = 0
+        self.max_waiting = 0  # most chat requests waiting for a slot at once
         self._n = 0
         self._httpd: _Quiet | None = None
         self._thread: threading.Thread | None = None
@@ -221,7 +225,7 @@ class LoopbackServer:
             self.chat_requests.clear()
             self.served.clear()
             self.timings.clear()
-            self.max_active = 0
+            self.max_active = self.max_serving = self.max_waiting = 0
 
     def _next_reply(self, body: Any) -> tuple[Reply, int]:
         text = _message_text(body)
@@ -260,16 +264,28 @@ class LoopbackServer:
             self.active += 1
             self.max_active = max(self.max_active, self.active)
         try:
-            if self.slots is not None:
-                while not self.slots.acquire(timeout=0.05):
-                    if self._stop.is_set():
-                        return
+            if self.slots is not None and not self.slots.acquire(blocking=False):
+                with self._lock:  # every slot is busy: wait in the queue
+                    self.waiting += 1
+                    self.max_waiting = max(self.max_waiting, self.waiting)
+                try:
+                    while not self.slots.acquire(timeout=0.05):
+                        if self._stop.is_set():
+                            return
+                finally:
+                    with self._lock:
+                        self.waiting -= 1
+            with self._lock:
+                self.serving += 1
+                self.max_serving = max(self.max_serving, self.serving)
             try:
                 if not self._sleep(self.latency):
                     return
                 reply, n = self._next_reply(body)
                 self._perform(h, body, reply, n)
             finally:
+                with self._lock:
+                    self.serving -= 1
                 if self.slots is not None:
                     self.slots.release()
         finally:

@@ -11,7 +11,8 @@ thread; Lens talks to them through the real ``ollama`` / ``openai`` clients.
         ...
         srv.chat_requests     # every chat request body received (decoded JSON), in arrival order
         srv.served            # [(request body, reply content)] for the 200 replies, in order
-        srv.max_active        # most chat requests handled at once
+        srv.max_active        # most chat requests handled at once (serving or waiting for a slot)
+        srv.max_serving       # most holding one of the ``slots`` at once; max_waiting: most waiting
         srv.busy_seconds      # first chat request's arrival to the last reply
 
 Replies (used in order; when none is scripted, ``default`` (``Reply.valid()``) answers):

@@ -78,8 +78,8 @@ def test_each_scripted_fault_is_stored_exactly(wh):
             Reply.text("<think>hmm</think>\n```json\n" + json.dumps(good) + "\n```"),  # 107 ok
             Reply.text(three_part),                              # 108 rescued numbered answer
         )
-        res = stage.run(wh, backend="ollama", ollama_host=srv.url, concurrency=1, timeout=0.4,
-                        backend_options=FAST, progress=False)
+        res = stage.run(wh, backend="ollama", ollama_host=srv.url, concurrency=1, queue_ahead=0, timeout=0.4,
+                        backend_options=FAST, progress=False)  # one at a time: replies in script order
         assert (res.ok, res.invalid, res.error) == (5, 1, 3)
         assert res.stage_status == "partial"
         h = _stored(wh)
@@ -149,8 +149,8 @@ def test_faults_under_concurrency_are_stored_per_failure(wh):
         srv.script(Reply.text("nope"), Reply.text("nope again"), match="True class: automobile")
         srv.script(*[Reply.http(503)] * 3, match="True class: bird")
         srv.script(Reply.drop(), match="True class: cat")
-        res = stage.run(wh, backend="ollama", ollama_host=srv.url, concurrency=4, backend_options=FAST,
-                        progress=False)
+        res = stage.run(wh, backend="ollama", ollama_host=srv.url, concurrency=4, queue_ahead=0,
+                        backend_options=FAST, progress=False)
         assert srv.max_active == 4
     h = _stored(wh)
     assert {i: (h[i].status, h[i].attempts) for i in h} == {
@@ -266,7 +266,7 @@ def test_concurrency_8_gives_at_least_6x_the_throughput_of_1(tmp_path):
         wh = Warehouse(tmp_path / f"c{c}.duckdb")
         seed_run(wh, 24)
         with OllamaServer(latency=0.2, slots=8) as srv:
-            res = stage.run(wh, backend="ollama", ollama_host=srv.url, concurrency=c, progress=False)
+            res = stage.run(wh, backend="ollama", ollama_host=srv.url, concurrency=c, queue_ahead=0, progress=False)
             assert res.ok == 24 and srv.max_active == c
             rates[c] = res.ok / srv.busy_seconds
         assert len(_stored(wh)) == 24
@@ -292,6 +292,10 @@ def test_openai_backend_against_a_loopback_server(cli, monkeypatch):
         chats = [r for r in srv.requests if r["path"] == "/v1/chat/completions"]
         assert {r["headers"].get("authorization") for r in chats} == {"Bearer sk-loopback"}
         served = {json.loads(c)["visual_cause"] for _, c in srv.served}
+        # the model is known only once the server is checked (read meanwhile): a rerun finds every answer
+        again = cli("hypothesize", "--backend", "openai", "--base-url", srv.url + "/v1", "--api-key-env",
+                    "LENS_TEST_KEY")
+        assert "Nothing to ask" in again.output and len(srv.chat_requests) == 3
     h = _stored(cli.wh, backend="openai")
     assert {r.model for r in h.values()} == {"served-vl"} and {r.status for r in h.values()} == {"ok"}
     assert {_dims(cli.wh, i, "openai")["visual_cause"][1] for i in h} == served
@@ -305,7 +309,7 @@ def test_openai_falls_back_to_plain_json_and_remembers(wh):
     grounded = prompts.load("grounded")
     with OpenAIServer(supports_json_schema=False, supports_json_object=False, schema=grounded.json_schema()) as srv:
         res = stage.run(wh, backend="openai", base_url=srv.url + "/v1", model="m", prompt="grounded",
-                        concurrency=1, progress=False)
+                        concurrency=1, queue_ahead=0, progress=False)
         kinds = [(b.get("response_format") or {}).get("type") for b in srv.chat_requests]
     assert res.ok == 4
     assert kinds == ["json_schema", "json_object", None, None, None, None]
@@ -397,7 +401,8 @@ def test_grounded_prompt_gets_facts_stores_description_and_claims(wh):
     claimy["visual_cause"] = "the dark, low-contrast image and the blue background"
     with OllamaServer() as srv:
         srv.script(Reply.valid(), Reply.valid(claimy), Reply.valid())
-        res = stage.run(wh, backend="ollama", ollama_host=srv.url, prompt="grounded", concurrency=1, progress=False)
+        res = stage.run(wh, backend="ollama", ollama_host=srv.url, prompt="grounded", concurrency=1, queue_ahead=0,
+                        progress=False)
         user = srv.chat_requests[0]["messages"][1]["content"]
     assert res.ok == 3
     h = _stored(wh)
@@ -420,3 +425,10 @@ def test_grounded_prompt_gets_facts_stores_description_and_claims(wh):
     assert sorted(stored, key=str) == sorted(expected, key=str) and res.claims == len(expected)
     with wh.connect() as con:
         check_contracts(con)
+
+
+def test_a_missing_client_library_says_how_to_install_it():
+    from lens.backends.chat import client_library
+
+    with pytest.raises(LensError, match=r"'lens_no_such_client' package is not installed.*pip install lens_no_such_client"):
+        client_library("lens_no_such_client")

@@ -36,6 +36,25 @@ def test_server_lists_parse_with_their_slots():
             parse_servers(bad, 1)
 
 
+def test_queue_ahead_keeps_one_request_waiting_at_the_server_and_zero_sends_exactly_the_slots(cli):
+    seed_run(cli.wh, 12)
+    for ahead, (active, waiting) in ((None, (3, 1)), (0, (2, 0)), (2, (4, 2))):
+        with OllamaServer(latency=0.1, slots=2) as srv:
+            flag = [] if ahead is None else ["--queue-ahead", str(ahead), "--force"]
+            out = cli("hypothesize", "--backend", "ollama", "--ollama-host", srv.url, "--concurrency", "2",
+                      *flag).output
+            assert "12 ok" in out and len(srv.chat_requests) == 12  # none asked twice
+            assert srv.max_serving == 2 and (srv.max_active, srv.max_waiting) == (active, waiting), ahead
+        details = json.loads(cli.wh.query("select details from stage_runs where stage = 'hypothesize'").details[0])
+        assert details["queue_ahead"] == (1 if ahead is None else ahead)
+    # a backend without a server runs exactly --concurrency at once
+    from lens.backends import pool, registry
+
+    measured = registry.get("measured")
+    lanes = pool.lanes(measured, registry.options_for(measured, {}), model=None, concurrency=3, queue_ahead=1)
+    assert [(lane.slots, lane.ahead) for lane in lanes.lanes] == [(3, 0)]
+
+
 def test_three_servers_keep_their_slots_full_and_ask_each_failure_once(wh, cli):
     n = 36
     ids = seed_run(wh, n)
@@ -47,7 +66,10 @@ def test_three_servers_keep_their_slots_full_and_ask_each_failure_once(wh, cli):
         assert f"{n} asked" in out and f"{n} ok" in out
         served = [len(s.chat_requests) for s in servers]
         assert sum(served) == n  # each failure asked once, no request sent twice
-        assert [s.max_active for s in servers] == [4, 2, 1]  # every server's slots were used, none exceeded
+        # every server's slots were used and one more request waited in its queue (--queue-ahead 1),
+        # so a slot that freed started the next request at once
+        assert [s.max_serving for s in servers] == [4, 2, 1]
+        assert [s.max_active for s in servers] == [5, 3, 2] and all(s.max_waiting == 1 for s in servers)
         assert served[0] > served[1] > served[2] > 0  # work follows capacity
         answers = _answers(wh)
         assert sorted(answers) == ids and all(st == "ok" and err is None for st, err in answers.values())

@@ -202,7 +202,7 @@ SINK_METHODS = {"execute", "executemany", "sql", "query"}
 ALLOWED_INTERPOLATIONS: dict[tuple[str, str], str] = {
     ("lens/pipeline.py", "table"): "table from a literal tuple of table names in _state",
     ("lens/stages/report.py", "t"): "t from a literal tuple of table names",
-    ("lens/stages/hypothesize.py", "table"): "table in _TABLES, a constant tuple of table names",
+    ("lens/stages/hypothesize_writer.py", "table"): "table in _TABLES, a constant tuple of table names",
     ("lens/stages/verdicts.py", "', '.join(COLUMNS)"): "COLUMNS, the constant list of verdict columns",
     ("lens/warehouse/rows.py", "table"): "checked against [a-z_][a-z0-9_]* by _check_ident",
     ("lens/warehouse/rows.py", "col_sql"): "column names checked by _check_ident",

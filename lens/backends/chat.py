@@ -24,8 +24,10 @@ A subclass implements :meth:`ChatBackend.send` (one HTTP request -> the reply te
 from __future__ import annotations
 
 import functools
+import importlib
 import io
 import json
+import threading
 import time
 from abc import abstractmethod
 from dataclasses import dataclass
@@ -44,6 +46,7 @@ from lens.backends.base import (
     oversized,
 )
 from lens.backends.parsing import parse_answer
+from lens.errors import LensError
 from lens.prompts import AnswerError, Prompt
 
 DEFAULT_IMAGE_SIZE = 128
@@ -97,6 +100,30 @@ def prepare_image(png: bytes, size: int = DEFAULT_IMAGE_SIZE, resample: str = "b
     buf = io.BytesIO()
     out.save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()
+
+
+@functools.cache
+def import_in_background(module: str) -> threading.Thread:
+    """Start importing a client library (``ollama``, ``openai``: 0.5-1 s each) in a thread, once
+    per process, so the stage reads the warehouse meanwhile; the backend imports it again where
+    it makes its client, which waits for this import (the import lock) or reports its error."""
+    def load() -> None:
+        try:
+            importlib.import_module(module)
+        except Exception:  # noqa: S110 - reported by the import where the client is made
+            pass
+
+    thread = threading.Thread(target=load, name=f"lens-import-{module}", daemon=True)
+    thread.start()
+    return thread
+
+
+def client_library(module: str):
+    """``import module`` for a backend's client, or a LensError saying how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise LensError(f"The {module!r} package is not installed here ({exc}): pip install {module}") from exc
 
 
 @functools.lru_cache(maxsize=32)

@@ -9,6 +9,10 @@ A :class:`Lanes` holds one backend per server (one lane for a single backend, se
   flight; a lane's executor has ``slots`` workers and up to ``slots`` more jobs queued behind
   them, so a worker whose reply is in starts the next prepared request at once, and a pause
   of the consumer (the stage committing a batch) does not empty a server's slots.
+* **Queued ahead.** A lane of a model server has ``ahead`` more workers than slots
+  (``--queue-ahead``, default 1): that many requests wait in the server's own queue, so a slot
+  that frees starts the next request at once instead of idling while Lens reads the reply
+  and sends another (~10 ms a request on a busy 2-core machine: 5% of a 200 ms answer).
 * **Errors recorded here, once.** A backend's exception becomes an ``error`` answer with its
   type and text (a :class:`~lens.errors.LensError` stops the run); a request that cannot be
   prepared (:class:`~lens.backends.base.UnanswerableRequest`) is stored ``error`` unsent.
@@ -25,11 +29,12 @@ request is sent; requests in flight finish within their timeout.
 
 from __future__ import annotations
 
+import queue
 import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +54,7 @@ class Lane:
     backend: Hypothesizer
     slots: int
     url: str = ""
+    ahead: int = 0  # requests sent beyond the slots, to wait in the server's queue
     down: str | None = None  # why it left the pool
     answered: int = 0
     failed: int = 0
@@ -127,15 +133,18 @@ class _Batch:
         self.stopped = False
         self.moved: deque[_Job] = deque()
         self.inflight: dict[Future, tuple[Lane, _Job]] = {}
+        # finished futures, in completion order: one queue put per reply instead of a
+        # concurrent.futures.wait() that hooks a waiter onto every future in flight each time
+        self.finished: queue.SimpleQueue[Future] = queue.SimpleQueue()
         self.preparer = ThreadPoolExecutor(1, thread_name_prefix="lens-prepare")
-        self.executors = {id(lane): ThreadPoolExecutor(lane.slots, thread_name_prefix=f"lens-{lane.backend.name}-{i}")
+        self.executors = {id(lane): ThreadPoolExecutor(lane.slots + lane.ahead, thread_name_prefix=f"lens-{lane.backend.name}-{i}")
                           for i, lane in enumerate(lanes.lanes)}
 
     def run(self, requests: Iterator[HypothesisRequest], wait_s) -> Iterator[Pair | None]:
         try:
             self._fill(requests)
             while self.inflight:
-                done, _ = wait(self.inflight, timeout=wait_s(), return_when=FIRST_COMPLETED)
+                done = self._done(wait_s())
                 if not done:
                     yield None
                 for fut in done:
@@ -151,17 +160,31 @@ class _Batch:
             for ex in (self.preparer, *self.executors.values()):
                 ex.shutdown(wait=False, cancel_futures=True)
 
+    def _done(self, timeout: float | None) -> list[Future]:
+        """The futures finished so far (waiting up to ``timeout`` s for one; [] when none came)."""
+        try:
+            done = [self.finished.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                done.append(self.finished.get_nowait())
+            except queue.Empty:
+                return done
+
     # -- submitting -------------------------------------------------------------------------------
 
     def _fill(self, requests: Iterator[HypothesisRequest]) -> None:
-        """Give every live lane jobs up to twice its slots (moved ones first, then new requests)."""
+        """Give every live lane jobs up to twice its slots plus its queue-ahead (moved ones first,
+        then new requests)."""
         for lane in self.lanes.lanes:
-            while lane.down is None and lane.queued < 2 * lane.slots:
+            while lane.down is None and lane.queued < 2 * lane.slots + lane.ahead:
                 job = self._next_job(lane, requests)
                 if job is None:
                     break
                 fut = self.executors[id(lane)].submit(self._work, lane, job)
                 self.inflight[fut] = (lane, job)
+                fut.add_done_callback(self.finished.put)
                 lane.queued += 1
 
     def _next_job(self, lane: Lane, requests: Iterator[HypothesisRequest]) -> _Job | None:

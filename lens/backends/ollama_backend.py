@@ -15,12 +15,21 @@ To serve several requests at once start Ollama with ``OLLAMA_NUM_PARALLEL=N`` an
 
 from __future__ import annotations
 
+import functools
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 from lens.backends.base import option
-from lens.backends.chat import BadReply, ChatBackend, ChatOptions, prompt_schema
+from lens.backends.chat import (
+    BadReply,
+    ChatBackend,
+    ChatOptions,
+    client_library,
+    import_in_background,
+    prompt_schema,
+)
 from lens.errors import LensError
 from lens.prompts import Prompt
 
@@ -50,6 +59,15 @@ def _model_names(listing) -> set[str]:
     return names
 
 
+@functools.cache
+def _tls_context():
+    """httpx's default TLS context (certifi, SSL_CERT_FILE / SSL_CERT_DIR), made once per process:
+    each ``httpx.Client`` would otherwise load the CA bundle again (~50 ms), once per server of a pool."""
+    import httpx
+
+    return httpx.create_ssl_context()
+
+
 @dataclass(frozen=True)
 class OllamaOptions(ChatOptions):
     ollama_host: str | None = option(
@@ -69,16 +87,30 @@ class OllamaBackend(ChatBackend):
 
     def __init__(self, options: OllamaOptions | None = None, **kw: Any):
         super().__init__(options, **kw)
-        import ollama
-
-        import httpx
-
         self.host = resolve_host(self.options.ollama_host)
-        self._ollama = ollama
-        # one client (its connection pool serves all threads); connecting gets at most 10 s
-        self.client = ollama.Client(host=self.host,
-                                    timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, CHECK_TIMEOUT)))
+        self._client = None
+        self._client_lock = threading.Lock()
         self._think_supported = True
+        import_in_background("ollama")  # ~0.5 s (httpx, pydantic models), while the stage reads the warehouse
+
+    @property
+    def client(self):
+        """The ``ollama.Client`` (one: its connection pool serves all threads), made on first use;
+        connecting gets at most 10 s."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    ollama = self._ollama
+                    import httpx
+
+                    self._client = ollama.Client(
+                        host=self.host, verify=_tls_context(),
+                        timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, CHECK_TIMEOUT)))
+        return self._client
+
+    @property
+    def _ollama(self):
+        return client_library("ollama")
 
     @classmethod
     def default_model(cls) -> str:
@@ -96,7 +128,7 @@ class OllamaBackend(ChatBackend):
         url = resolve_host(first_server(options.ollama_host))
         model = model or DEFAULT_MODEL
         try:
-            listing = ollama.Client(host=url, timeout=timeout).list()
+            listing = ollama.Client(host=url, timeout=timeout, verify=_tls_context()).list()
         except Exception as exc:  # any failure to talk to it means: not usable
             return False, f"Ollama is not reachable at {url} ({type(exc).__name__})"
         if model not in _model_names(listing):

@@ -23,7 +23,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from lens.backends.base import option
-from lens.backends.chat import BadReply, ChatBackend, ChatOptions, prompt_schema
+from lens.backends.chat import (
+    BadReply,
+    ChatBackend,
+    ChatOptions,
+    client_library,
+    import_in_background,
+    prompt_schema,
+)
 from lens.errors import LensError
 from lens.prompts import Prompt
 
@@ -52,9 +59,7 @@ class OpenAIBackend(ChatBackend):
     def __init__(self, options: OpenAIOptions | None = None, **kw: Any):
         self._model_given = bool(kw.get("model"))
         super().__init__(options, **kw)
-        import openai
-
-        self._openai = openai
+        import_in_background("openai")  # ~1 s, while the stage reads the warehouse
         base_url, api_key_env = self.options.base_url, self.options.api_key_env
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         if api_key_env:
@@ -63,13 +68,29 @@ class OpenAIBackend(ChatBackend):
                 raise LensError(f"--api-key-env {api_key_env}: that environment variable is not set")
         else:
             key = os.environ.get("OPENAI_API_KEY") or PLACEHOLDER_KEY
-        self.client = openai.OpenAI(base_url=self.base_url, api_key=key, timeout=self.timeout, max_retries=0)
+        self._key = key
+        self._client = None
+        self._client_lock = threading.Lock()
         self._format = FORMATS[0]
         self._format_lock = threading.Lock()
 
     @classmethod
     def default_model(cls) -> str:
         return FALLBACK_MODEL
+
+    @property
+    def client(self):
+        """The ``openai.OpenAI`` client (one, for all threads), made on first use."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = self._openai.OpenAI(base_url=self.base_url, api_key=self._key,
+                                                       timeout=self.timeout, max_retries=0)
+        return self._client
+
+    @property
+    def _openai(self):
+        return client_library("openai")
 
     @property
     def response_format(self) -> str:

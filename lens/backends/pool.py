@@ -49,15 +49,21 @@ def parse_servers(values: str | Iterable[str] | None, default_slots: int) -> lis
 
 
 def lanes(cls: type[Hypothesizer], options: Any, *, model: str | None, concurrency: int,
-          tuning: dict[str, Any] | None = None) -> Lanes:
-    """One lane of ``concurrency`` slots, or a pool when the server option names several (or ``=N``)."""
+          tuning: dict[str, Any] | None = None, queue_ahead: int = 0) -> Lanes:
+    """One lane of ``concurrency`` slots, or a pool when the server option names several (or ``=N``).
+
+    A backend with a server (``server_option``) sends each server ``queue_ahead`` requests
+    beyond its slots, to wait in its queue (see :mod:`lens.backends.executor`); a local
+    backend runs exactly ``concurrency`` at once.
+    """
     key = cls.server_option
+    ahead = queue_ahead if key else 0
     raw = getattr(options, key) if key else None
     servers = parse_servers(raw, concurrency) if raw else []
     if len(servers) <= 1 and not (raw and "=" in str(raw)):
-        return Lanes([Lane(cls(options, model=model, **(tuning or {})), concurrency)])
-    return Lanes([Lane(cls(dataclasses.replace(options, **{key: url}), model=model, **(tuning or {})), slots, url)
-                  for url, slots in servers], pool=True)
+        return Lanes([Lane(cls(options, model=model, **(tuning or {})), concurrency, ahead=ahead)])
+    return Lanes([Lane(cls(dataclasses.replace(options, **{key: url}), model=model, **(tuning or {})), slots, url,
+                       ahead=ahead) for url, slots in servers], pool=True)
 
 
 def first_server(values: str | Iterable[str] | None) -> str | None:

@@ -57,12 +57,16 @@ def backend_option(*, default: str | None = "auto", help: str | None = None):
 @click.option("--model", default=None, help="Model name (ollama default: qwen3-vl:8b).")
 @click.option("--concurrency", type=click.IntRange(min=1), default=D.CONCURRENCY, show_default=True,
               help="Requests in flight (match OLLAMA_NUM_PARALLEL).")
+@click.option("--queue-ahead", type=click.IntRange(min=0), default=D.QUEUE_AHEAD, show_default=True,
+              help="Requests each server gets beyond --concurrency (or URL=N), waiting in its queue so a "
+                   "freed slot never idles while Lens turns around; 0: exactly N.")
 @click.option("--force", is_flag=True, help="Ask again for failures already answered.")
 @click.option("--retry-errors", is_flag=True, help="Ask again for answers stored as invalid or error.")
 @click.option("--limit", type=click.IntRange(min=0), default=None, help="Ask for at most N failures now.")
 @backend_options
 @click.pass_obj
-def hypothesize(wh, run_id, prompt, backend, model, concurrency, force, retry_errors, limit, **options):
+def hypothesize(wh, run_id, prompt, backend, model, concurrency, queue_ahead, force, retry_errors, limit,
+                **options):
     """Ask a vision-language model why each sampled failure failed.
 
     For every failure in `lens sample`'s sample, the model sees the image, the true and
@@ -92,8 +96,8 @@ def hypothesize(wh, run_id, prompt, backend, model, concurrency, force, retry_er
     from lens.stages import hypothesize as stage
 
     res = stage.run(
-        wh, run_id=run_id, prompt=prompt, backend=backend, model=model, concurrency=concurrency, force=force,
-        retry_errors=retry_errors, limit=limit, echo=click.echo, **option_values(options),
+        wh, run_id=run_id, prompt=prompt, backend=backend, model=model, concurrency=concurrency,
+        queue_ahead=queue_ahead, force=force, retry_errors=retry_errors, limit=limit, echo=click.echo, **option_values(options),
     )
     if res.not_failures:
         shown = ", ".join(map(str, res.not_failures[:5])) + (" ..." if len(res.not_failures) > 5 else "")

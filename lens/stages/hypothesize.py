@@ -15,9 +15,10 @@ Output, one answer per (run, failure, backend, model, prompt sha256)::
     claims                 for ok answers with evidence: lens.grounding.check_answer(...)
 
 Concurrency and durability: :mod:`lens.backends.executor` answers with ``concurrency``
-requests in flight per server; every answer comes to ONE writer, this module's thread, which commits a
-batch every ``BATCH_SIZE`` answers or ``BATCH_SECONDS`` seconds in a short transaction
-(delete-then-insert of those hypothesis ids, so a redo replaces). A SIGKILL loses at most
+requests served per server (plus ``queue_ahead`` waiting in its queue); every answer comes to
+ONE writer (:mod:`lens.stages.hypothesize_writer`) on this module's thread, which commits a
+batch every 2 s (or 512 answers) in a short transaction (delete-then-insert of those
+hypothesis ids, so a redo replaces). A SIGKILL loses at most
 the uncommitted batch and the requests in flight; nothing committed is touched again.
 
 Resume: a failure already answered for (backend, model, prompt sha256) is skipped;
@@ -32,22 +33,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow as pa
-
 from lens import defaults as D
 from lens import prompts as prompts_mod
-from lens.backends import base, pool, registry
+from lens.backends import pool, registry
 from lens.backends.base import HypothesisAnswer, HypothesisRequest, Hypothesizer
 from lens.backends.executor import Lanes
 from lens.errors import LensError
-from lens.warehouse import Warehouse, class_names, insert_arrow, record_stage, require_run, stable_id, utcnow
+from lens.stages.hypothesize_writer import Writer
+from lens.warehouse import Warehouse, class_names, require_run, stable_id, utcnow
 
-STAGE = "hypothesize"
-#: the writer commits when this many answers are pending, or the oldest has waited BATCH_SECONDS
-#: (a commit costs tens of ms: connection, WAL, checkpoint; batches keep it off the answer rate)
-BATCH_SIZE = 128
-BATCH_SECONDS = 2.0
-_TABLES = ("claims", "hypothesis_dimensions", "hypotheses")
 NO_IMAGE = "no image stored for this failure (failures.image_png is empty)"
 
 
@@ -92,7 +86,8 @@ def choose_backend(*, model: str | None = None, **options: Any) -> tuple[str, st
 
 
 def open_backend(backend: str, *, model: str | None, concurrency: int, options: dict[str, Any],
-                 tuning: dict[str, Any] | None = None, echo=None) -> tuple[Lanes, str | None]:
+                 tuning: dict[str, Any] | None = None, echo=None,
+                 queue_ahead: int = 0) -> tuple[Lanes, str | None]:
     """The backend's lanes (one server, or a pool) and, for ``auto``, why it was chosen.
 
     ``options``: backend options by name (``ollama_host=...``, ``timeout=...``; each backend
@@ -110,7 +105,7 @@ def open_backend(backend: str, *, model: str | None, concurrency: int, options: 
             model = None  # --model names the model of the backend auto tries first
     cls = registry.get(backend)
     lanes = pool.lanes(cls, registry.options_for(cls, options), model=model, concurrency=concurrency,
-                       tuning=tuning)
+                       tuning=tuning, queue_ahead=queue_ahead)
     return lanes, reason
 
 
@@ -124,175 +119,6 @@ def _rows(con, sql: str, params: list[Any]) -> list[dict[str, Any]]:
 def _uses_evidence(prompt: prompts_mod.Prompt) -> bool:
     return "evidence" in set(re.findall(r"{([a-z_0-9]+)[^}]*}", prompt.template))
 
-
-# -- the writer ----------------------------------------------------------------------------
-
-#: what a value Arrow cannot hold raises (text that is no UTF-8, a number out of range, a wrong type)
-_ROW_ERRORS = (pa.ArrowException, UnicodeError, ValueError, TypeError, OverflowError)
-
-
-def _column_types() -> tuple[tuple[pa.DataType, ...], ...]:
-    """Arrow types of the writer's hypotheses, hypothesis_dimensions and claims columns, in order."""
-    s, i64, i32, f64 = pa.string(), pa.int64(), pa.int32(), pa.float64()
-    return ((s, s, i64, s, s, s, s, s, s, s, s, f64, i32, pa.timestamp("us")), (s, s, i64, s, s, s, s),
-            (s, s, i64, s, i32, s, s, s, s))
-
-
-def _unstorable(exc: BaseException) -> str:
-    text, _ = base.clean_text(f"{type(exc).__name__}: {exc}")
-    return f"the backend's answer could not be stored ({text[:300]})"
-
-
-class _Writer:
-    """Collects answers and commits them in batches (one transaction per batch)."""
-
-    def __init__(self, wh: Warehouse, result: HypothesizeResult, prompt: prompts_mod.Prompt,
-                 names: list[str], started, details: dict[str, Any]):
-        self.wh = wh
-        self.result = result
-        self.prompt = prompt
-        self.names = names
-        self.started = started
-        self.details = details
-        from lens.grounding import check_answer
-
-        self.check_answer = check_answer
-        self._reset()
-
-    def _reset(self) -> None:
-        self.hyp: dict[str, list] = {k: [] for k in (
-            "hypothesis_id", "run_id", "example_id", "backend", "model", "prompt_name", "prompt_sha256",
-            "status", "error", "description", "raw_response", "latency_s", "attempts", "created_at")}
-        self.dims: dict[str, list] = {k: [] for k in (
-            "hypothesis_id", "run_id", "example_id", "dimension", "tag", "text", "summary")}
-        self.claims: dict[str, list] = {k: [] for k in (
-            "hypothesis_id", "run_id", "example_id", "dimension", "claim_index", "kind", "claim", "verdict", "fact")}
-        self.pending = 0
-        self.oldest: float | None = None
-
-    def add(self, req: HypothesisRequest, ans: HypothesisAnswer) -> None:
-        r = self.result
-        h = self.hyp
-        try:  # every backend's output is made storable here (base.stored_answer: text repairs, size cap)
-            ans = base.stored_answer(ans)
-            latency_s, attempts = float(ans.latency_s), int(ans.attempts)
-        except Exception as exc:  # an odd answer must not stop the stage: store why instead
-            ans = HypothesisAnswer(status="error", error=_unstorable(exc))
-            latency_s, attempts = 0.0, 1
-        for k, v in (("hypothesis_id", req.key), ("run_id", req.run_id), ("example_id", req.example_id),
-                     ("backend", r.backend), ("model", r.model), ("prompt_name", r.prompt_name),
-                     ("prompt_sha256", r.prompt_sha256), ("status", ans.status), ("error", ans.error),
-                     ("description", ans.description), ("raw_response", ans.raw_response),
-                     ("latency_s", latency_s), ("attempts", attempts),
-                     ("created_at", utcnow())):
-            h[k].append(v)
-        setattr(r, ans.status, getattr(r, ans.status) + 1)
-        if ans.status != "ok" and ans.error and len(r.errors) < 5:
-            r.errors.append(f"example {req.example_id}: {ans.error}")
-        if ans.status == "ok":
-            for dim in self.prompt.dimension_names:
-                d = ans.dimensions.get(dim)
-                if d is None:
-                    continue
-                for k, v in (("hypothesis_id", req.key), ("run_id", req.run_id), ("example_id", req.example_id),
-                             ("dimension", dim), ("tag", d.tag), ("text", d.text), ("summary", d.summary)):
-                    self.dims[k].append(v)
-            if req.evidence is not None:
-                self._add_claims(req, ans)
-        self.pending += 1
-        if self.oldest is None:
-            self.oldest = time.monotonic()
-
-    def _add_claims(self, req: HypothesisRequest, ans: HypothesisAnswer) -> None:
-        try:
-            claims = self.check_answer(ans.dimensions, ans.description, req.evidence, self.names)
-        except Exception as exc:  # a grounding bug must not stop the stage: count and report it
-            if len(self.result.grounding_errors) < 3:
-                self.result.grounding_errors.append(f"example {req.example_id}: {type(exc).__name__}: {exc}")
-            return
-        for c in claims:
-            for k, v in (("hypothesis_id", req.key), ("run_id", req.run_id), ("example_id", req.example_id),
-                         ("dimension", c.dimension), ("claim_index", int(c.claim_index)), ("kind", c.kind),
-                         ("claim", c.claim), ("verdict", c.verdict), ("fact", c.fact)):
-                self.claims[k].append(v)
-        self.result.claims += len(claims)
-
-    def due(self) -> bool:
-        return self.pending >= BATCH_SIZE or (
-            self.oldest is not None and time.monotonic() - self.oldest >= BATCH_SECONDS
-        )
-
-    def seconds_left(self) -> float | None:
-        if self.oldest is None:
-            return None
-        return max(0.0, self.oldest + BATCH_SECONDS - time.monotonic())
-
-    def _tables(self) -> tuple[pa.Table, pa.Table, pa.Table]:
-        hyp_t, dims_t, claims_t = _column_types()
-        hyp = pa.table({k: pa.array(v, type=t) for (k, v), t in zip(self.hyp.items(), hyp_t)})
-        dims = pa.table({k: pa.array(v, type=t) for (k, v), t in zip(self.dims.items(), dims_t)})
-        claims = pa.table({k: pa.array(v, type=t) for (k, v), t in zip(self.claims.items(), claims_t)})
-        return hyp, dims, claims
-
-    def _isolate_bad_rows(self) -> None:
-        """Replace each answer whose rows Arrow cannot hold by an ``error`` answer saying why."""
-        for i, key in enumerate(self.hyp["hypothesis_id"]):
-            try:
-                for table, types in zip((self.hyp, self.dims, self.claims), _column_types()):
-                    rows = [i] if table is self.hyp else [j for j, k in enumerate(table["hypothesis_id"]) if k == key]
-                    for values, t in zip(table.values(), types):
-                        pa.array([values[j] for j in rows], type=t)
-            except _ROW_ERRORS as exc:
-                old, r = self.hyp["status"][i], self.result
-                setattr(r, old, getattr(r, old) - 1)
-                r.error += 1
-                if len(r.errors) < 5:
-                    r.errors.append(f"example {self.hyp['example_id'][i]}: {_unstorable(exc)}")
-                for name, value in (("status", "error"), ("error", _unstorable(exc)), ("description", None),
-                                    ("raw_response", None), ("latency_s", 0.0), ("attempts", 1)):
-                    self.hyp[name][i] = value
-                for table in (self.dims, self.claims):
-                    keep = [j for j, k in enumerate(table["hypothesis_id"]) if k != key]
-                    for name, values in table.items():
-                        table[name] = [values[j] for j in keep]
-
-    def flush(self, *, final_status: str | None = None, candidate_keys: list[str] | None = None) -> None:
-        if not self.pending and final_status is None:
-            return
-        try:
-            hyp, dims, claims = self._tables()
-        except _ROW_ERRORS:  # one answer Arrow cannot hold must not lose the batch: store it as error
-            self._isolate_bad_rows()
-            hyp, dims, claims = self._tables()
-        ids = self.hyp["hypothesis_id"]
-        r = self.result
-        with self.wh.transaction() as con:
-            if ids:
-                for table in _TABLES:  # identifiers from this module only
-                    con.execute(f"delete from {table} where hypothesis_id in (select unnest(?::varchar[]))", [ids])
-                insert_arrow(con, "hypotheses", hyp)
-                insert_arrow(con, "hypothesis_dimensions", dims)
-                insert_arrow(con, "claims", claims)
-            status = "partial"
-            stored: dict[str, int] = {}
-            if final_status is not None:
-                stored = dict(con.execute(
-                    "select status, count(*) from hypotheses where hypothesis_id in (select unnest(?::varchar[]))"
-                    " group by status", [candidate_keys or []]).fetchall())
-                n_ok = stored.get("ok", 0)
-                if candidate_keys and n_ok == 0:
-                    status = "failed"
-                elif n_ok < len(candidate_keys or []):
-                    status = "partial"
-                else:
-                    status = "done"
-                r.stage_status = status
-            details = {**self.details, "requested": r.requested, "skipped": r.skipped, "ok": r.ok,
-                       "invalid": r.invalid, "error": r.error, "claims": r.claims}
-            if stored:
-                details["stored"] = stored
-            record_stage(con, r.run_id, STAGE, status=status, started_at=self.started, details=details)
-        self._reset()
 
 
 # -- the stage -------------------------------------------------------------------------------
@@ -308,6 +134,7 @@ class _Inputs:
     existing: dict[str, str]  # hypothesis_id -> status, of this backend, model and prompt
     evidence: dict[int, dict[str, Any]]
     not_failures: list[int]
+    stored: list[tuple[str, str, str]] = field(default_factory=list)  # (model, hypothesis_id, status)
 
 
 _SELECT = ("select f.example_id, f.label, f.pred, f.confidence, f.true_prob, {image},"
@@ -333,18 +160,39 @@ def _read(warehouse: Warehouse, run_id: str | None, hyp: Hypothesizer, prompt: p
             rows = _rows(con, select + " where f.run_id = ? and f.example_id in (select unnest(?::bigint[]))"
                          " order by f.example_id", [run_id, sorted(only_ids)])
             not_failures = sorted(only_ids - {r["example_id"] for r in rows})
-        existing = dict(con.execute(
-            "select hypothesis_id, status from hypotheses where run_id = ? and backend = ? and model = ?"
-            " and prompt_sha256 = ?", [run_id, hyp.name, hyp.model, prompt.sha256]).fetchall())
+        stored = con.execute(  # of every model: the model may be known only once the server is checked
+            "select model, hypothesis_id, status from hypotheses where run_id = ? and backend = ?"
+            " and prompt_sha256 = ?", [run_id, hyp.name, prompt.sha256]).fetchall()
         evidence = {int(e["example_id"]): decode_evidence(e)
                     for e in _rows(con, "select * from evidence where run_id = ?", [run_id])}
     for row in rows:  # the failure's classes, for evidence rows that do not carry them
-        row["key"] = hypothesis_id(run_id, row["example_id"], hyp.name, hyp.model, prompt.sha256)
         ev = evidence.get(int(row["example_id"]))
         for col in ("label", "pred"):
             if ev is not None and ev.get(col) is None:
                 ev[col] = row[col]
-    return _Inputs(run_id, names, rows, existing, evidence, not_failures)
+    return _Inputs(run_id, names, rows, {}, evidence, not_failures, stored)
+
+
+def _read_while_checking(warehouse: Warehouse, run_id: str | None, lanes: Lanes,
+                         prompt: prompts_mod.Prompt) -> _Inputs:
+    """:func:`_read` while the servers are checked (their client library may still be importing,
+    lens.backends.ollama_backend); a server that cannot answer is reported first, as before.
+    Then each failure's key and its stored answer, for the model the check settled on."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    hyp = lanes.backend
+    with ThreadPoolExecutor(1, thread_name_prefix="lens-check") as ex:
+        checking = ex.submit(lanes.check, prompt)
+        try:
+            inputs = _read(warehouse, run_id, hyp, prompt)
+        except LensError:
+            checking.result()
+            raise
+        checking.result()
+    inputs.existing = {key: status for model, key, status in inputs.stored if model == hyp.model}
+    for row in inputs.rows:
+        row["key"] = hypothesis_id(inputs.run_id, row["example_id"], hyp.name, hyp.model, prompt.sha256)
+    return inputs
 
 
 def _to_ask(inputs: _Inputs, hyp: Hypothesizer, *, force: bool, retry_errors: bool,
@@ -387,7 +235,7 @@ def _request_for(inputs: _Inputs, prompt: prompts_mod.Prompt):
     return request
 
 
-def _ask(lanes: Lanes, writer: _Writer, todo: list[dict[str, Any]], request, prompt, bar) -> None:
+def _ask(lanes: Lanes, writer: Writer, todo: list[dict[str, Any]], request, prompt, bar) -> None:
     """Send ``todo`` through the lanes; the writer stores each answer and commits on time."""
     def add(req: HypothesisRequest, ans: HypothesisAnswer) -> None:
         writer.add(req, ans)
@@ -421,6 +269,7 @@ def run(
     backend: str = D.BACKEND,
     model: str | None = None,
     concurrency: int = D.CONCURRENCY,
+    queue_ahead: int = D.QUEUE_AHEAD,
     force: bool = False,
     retry_errors: bool = False,
     limit: int | None = None,
@@ -439,26 +288,27 @@ def run(
     started, t0 = utcnow(), time.perf_counter()
     if concurrency < 1:
         raise LensError("--concurrency must be at least 1")
+    if queue_ahead < 0:
+        raise LensError("--queue-ahead must be at least 0")
     if limit is not None and limit < 0:
         raise LensError("--limit must be at least 0")
     if force and retry_errors:
         raise LensError("--force already redoes everything; drop --retry-errors")
     the_prompt = prompts_mod.load(prompt)
     lanes, reason = open_backend(backend, model=model, concurrency=concurrency, options=options,
-                                 tuning=backend_options, echo=echo)
-    lanes.check(the_prompt)
+                                 tuning=backend_options, echo=echo, queue_ahead=queue_ahead)
     hyp = lanes.backend
-
-    inputs = _read(warehouse, run_id, hyp, the_prompt)
+    inputs = _read_while_checking(warehouse, run_id, lanes, the_prompt)
     todo, skipped = _to_ask(inputs, hyp, force=force, retry_errors=retry_errors, limit=limit)
     result = HypothesizeResult(run_id=inputs.run_id, backend=hyp.name, model=hyp.model,
                                prompt_name=the_prompt.name, prompt_sha256=the_prompt.sha256, chosen_reason=reason,
                                candidates=len(inputs.rows), requested=len(todo), not_failures=inputs.not_failures)
     result.skipped = skipped
     details = {"backend": hyp.name, "model": hyp.model, "prompt": the_prompt.name,
-               "prompt_sha256": the_prompt.sha256, "concurrency": concurrency, "force": force,
+               "prompt_sha256": the_prompt.sha256, "concurrency": concurrency,
+               "queue_ahead": lanes.lanes[0].ahead, "force": force,
                "retry_errors": retry_errors, "candidates": len(inputs.rows)}
-    writer = _Writer(warehouse, result, the_prompt, inputs.names, started, details)
+    writer = Writer(warehouse, result, the_prompt, inputs.names, started, details)
 
     from tqdm import tqdm
 

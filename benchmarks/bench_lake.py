@@ -198,9 +198,9 @@ class _Reviewers:
     """20 simulated reviewers, each saving 50 verdicts over HTTP; latencies and failed saves."""
 
     def __init__(self, base: str, seeded, think: float):
-        from test_security import _save_verdict_body
+        from _live import save_verdict_body
 
-        self.base, self.s, self.think, self.body = base, seeded, think, _save_verdict_body
+        self.base, self.s, self.think, self.body = base, seeded, think, save_verdict_body
         self.dims = list(seeded.dimensions)
         self.latencies: list[float] = []
         self.failures: list[str] = []

@@ -3,7 +3,8 @@
 Every save request puts its records (the new verdict and whatever the browser still holds
 unsaved) into the app's queue and waits for its turn to write. The writer takes *everything*
 queued at that moment, its own records and other reviewers', and appends it in one
-transaction (:func:`lens.stages.verdicts.append`, stored verdict ids skipped). A request
+transaction (:func:`lens.stages.verdicts.append`, stored verdict ids skipped; the hypotheses
+it validated against in the last minute are not read again). A request
 whose records were written by another request's commit while it waited returns without
 writing: with several reviewers saving at once, a handful of commits store them all.
 
@@ -28,6 +29,10 @@ import duckdb
 from lens.errors import DataError, WarehouseLockedError
 from lens.stages import verdicts as verdict_stage
 from lens.warehouse import Warehouse
+
+#: seconds the queue trusts what it read of a hypothesis (its run, example, dimensions) before
+#: reading it again; hypotheses change only when `lens hypothesize --force` asks again
+KNOWN_SECONDS = 60.0
 
 #: errors that come from the records written (a write of each record alone tells which one)
 RECORD_ERRORS = (DataError, duckdb.DataError, duckdb.IntegrityError, duckdb.InvalidInputException,
@@ -74,6 +79,8 @@ class VerdictQueue:
         self._tickets: set[_Ticket] = set()
         self._cond = threading.Condition()
         self._writing = False  # the write lock: one verdict write at a time in this process
+        self._known: verdict_stage.HypothesisInfo = {}  # hypotheses validated lately (the writer only)
+        self._known_since = time.monotonic()
 
     def __len__(self) -> int:
         with self._cond:
@@ -138,7 +145,10 @@ class VerdictQueue:
                     self._settle([record], str(one))
 
     def _append(self, batch: list[dict[str, Any]]) -> None:
-        appended = verdict_stage.append(self.wh, batch, source="review", skip_existing=True)
+        if time.monotonic() - self._known_since > KNOWN_SECONDS:
+            self._known.clear()
+            self._known_since = time.monotonic()
+        appended = verdict_stage.append(self.wh, batch, source="review", skip_existing=True, known=self._known)
         with self._cond:
             self.stats["commits"] += bool(appended)
             self.stats["records"] += len(appended)

@@ -74,6 +74,28 @@ def test_latest_verdict_per_reviewer_counts(wh, seeded):
     assert _count(wh) == 4  # append-only: the superseded row is kept
 
 
+def test_hypotheses_in_known_are_not_read_again_and_unknown_ids_still_fail(wh, seeded):
+    """The review app keeps what it validated against (``known``): the next write trusts it."""
+    h, other = seeded.hypothesis_ids[:2]
+    known: stage.HypothesisInfo = {}
+    stage.append(wh, [{"hypothesis_id": h, "dimension": "fix", "verdict": "agree", "reviewer": "ann"}], known=known)
+    with wh.connect() as con:
+        run, ex = con.execute("select run_id, example_id from hypotheses where hypothesis_id = ?", [h]).fetchone()
+        dims = {d for (d,) in con.execute("select dimension from hypothesis_dimensions where hypothesis_id = ?",
+                                          [h]).fetchall()}
+    assert known == {h: (run, ex, dims)}
+    known[h] = (run, ex, {"planted"})  # what the warehouse does not hold: only the cache can allow it
+    stage.append(wh, [{"hypothesis_id": h, "dimension": "planted", "verdict": "skip", "reviewer": "ann"}],
+                 known=known)
+    with pytest.raises(DataError, match="Bad dimensions"):  # without the cache the warehouse decides
+        stage.append(wh, [{"hypothesis_id": h, "dimension": "planted", "verdict": "skip", "reviewer": "bob"}])
+    with pytest.raises(DataError, match="Unknown hypothesis ids"):
+        stage.append(wh, [{"hypothesis_id": "nope", "dimension": "overall", "verdict": "agree", "reviewer": "a"},
+                          {"hypothesis_id": other, "dimension": "overall", "verdict": "agree", "reviewer": "a"}],
+                     known=known)
+    assert set(known) == {h, other} and _count(wh) == 2
+
+
 def test_cluster_purity_and_wilson_interval(wh, seeded):
     members = seeded.clusters["visual_cause"][1]
     assert len(members) >= 6

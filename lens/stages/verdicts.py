@@ -88,13 +88,27 @@ def _hypothesis_info(con, ids: Iterable[str]) -> dict[str, tuple[str, int, set[s
     return {h: (r, int(e), set(dims or [])) for h, r, e, dims in rows}
 
 
-def _validate(con, frame: pd.DataFrame) -> pd.DataFrame:
+#: hypothesis_id -> (run_id, example_id, its dimensions), kept by a caller between writes
+HypothesisInfo = dict[str, tuple[str, int, set[str]]]
+
+
+def _lookup(con, ids: Iterable[str], known: HypothesisInfo | None) -> HypothesisInfo:
+    """The hypotheses' info: from ``known`` where it holds them, the rest read (and added to it)."""
+    if known is None:
+        return _hypothesis_info(con, ids)
+    missing = set(ids) - known.keys()
+    if missing:
+        known.update(_hypothesis_info(con, missing))
+    return known
+
+
+def _validate(con, frame: pd.DataFrame, known: HypothesisInfo | None = None) -> pd.DataFrame:
     """Check every row; return the rows completed with run_id/example_id. Raise DataError."""
     problems: list[str] = []
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
         raise DataError(f"Verdicts need the columns {', '.join(REQUIRED)}; missing: {', '.join(missing)}.")
-    info = _hypothesis_info(con, frame["hypothesis_id"].dropna().astype(str))
+    info = _lookup(con, frame["hypothesis_id"].dropna().astype(str), known)
 
     def report(title: str, bad: list[str]) -> None:
         if bad:
@@ -173,7 +187,7 @@ def _to_table(frame: pd.DataFrame, source: str) -> pa.Table:
 
 
 def append(wh: Warehouse, records: Iterable[Mapping[str, Any]], *, source: str = "review",
-           skip_existing: bool = False) -> list[str]:
+           skip_existing: bool = False, known: HypothesisInfo | None = None) -> list[str]:
     """Validate and append verdicts in one transaction; return the ids appended.
 
     Each record has ``hypothesis_id``, ``dimension`` (a dimension of that hypothesis or
@@ -181,7 +195,10 @@ def append(wh: Warehouse, records: Iterable[Mapping[str, Any]], *, source: str =
     ``note``, ``verdict_id`` and ``created_at``. Waits for a held warehouse (up to the
     warehouse's ``lock_timeout``), then raises :class:`~lens.errors.WarehouseLockedError`.
     With ``skip_existing``, records whose ``verdict_id`` is already stored are left out
-    (a retried write after a lost answer appends nothing twice).
+    (a retried write after a lost answer appends nothing twice). ``known``: hypothesis info a
+    caller keeps between writes (the review app, for a minute): hypotheses found there are
+    not read again, the others are read in the transaction and added (on a DuckLake lake the
+    read is ~40 ms of a ~85 ms save).
     """
     if source not in SOURCES:
         raise ValueError(f"bad verdict source {source!r}")
@@ -189,7 +206,7 @@ def append(wh: Warehouse, records: Iterable[Mapping[str, Any]], *, source: str =
     if frame.empty:
         return []
     with wh.transaction() as con:
-        checked = _validate(con, frame)
+        checked = _validate(con, frame, known)
         if skip_existing:
             checked = _drop_stored(con, checked)[0]
         table = _to_table(checked, source)

@@ -189,6 +189,19 @@ def test_clear_errors_for_unreachable_server_missing_model_and_blind_model(cli):
     assert _stored(cli.wh)[100].model == "llava:7b"
 
 
+def test_an_unreachable_server_leaves_no_new_warehouse_file(tmp_path):
+    from click.testing import CliRunner
+
+    from lens.cli import cli as lens_cli
+
+    new = tmp_path / "typo.duckdb"
+    dead = f"http://127.0.0.1:{free_port()}"
+    out = CliRunner().invoke(lens_cli, ["--warehouse", str(new), "hypothesize", "--backend", "ollama",
+                                        "--ollama-host", dead])
+    assert out.exit_code == 1 and f"Ollama is not reachable at {dead}" in out.output
+    assert not new.exists()
+
+
 def test_auto_uses_ollama_when_it_has_the_model(cli):
     seed_run(cli.wh, 2, sample=False)
     with OllamaServer() as srv:

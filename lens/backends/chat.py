@@ -169,6 +169,9 @@ class ChatBackend(Hypothesizer):
     Options = ChatOptions
     #: zlib level of the upscaled PNG: a local server wants speed, a remote one fewer bytes
     png_compress_level: int = 1
+    #: the client library (``ollama``, ``openai``): imported in the background from ``__init__``,
+    #: its client made by :meth:`make_client` on first use of :attr:`client`
+    client_module: str | None = None
 
     def __init__(
         self,
@@ -189,6 +192,32 @@ class ChatBackend(Hypothesizer):
         self.temperature = temperature
         self.retries = max(1, int(retries))
         self.retry_backoff = float(retry_backoff)
+        self._client = None
+        self._client_lock = threading.Lock()
+        if self.client_module:
+            import_in_background(self.client_module)  # while the stage reads the warehouse
+
+    @property
+    def library(self):
+        """The client library module (a LensError saying how to install it when it is missing)."""
+        return client_library(self.client_module)
+
+    @property
+    def client(self):
+        """The library's client, made once on first use (its connection pool serves all threads)."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = self.make_client(self.library)
+        return self._client
+
+    @client.setter
+    def client(self, value) -> None:  # a subclass may make its client itself, in __init__
+        self._client = value
+
+    def make_client(self, library) -> Any:
+        """The client of ``library`` for this backend's server (a subclass with ``client_module``)."""
+        raise NotImplementedError
 
     # -- to implement --------------------------------------------------------------------
 

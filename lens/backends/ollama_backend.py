@@ -17,19 +17,11 @@ from __future__ import annotations
 
 import functools
 import os
-import threading
 from dataclasses import dataclass
 from typing import Any
 
 from lens.backends.base import option
-from lens.backends.chat import (
-    BadReply,
-    ChatBackend,
-    ChatOptions,
-    client_library,
-    import_in_background,
-    prompt_schema,
-)
+from lens.backends.chat import BadReply, ChatBackend, ChatOptions, prompt_schema
 from lens.errors import LensError
 from lens.prompts import Prompt
 
@@ -84,33 +76,19 @@ class OllamaBackend(ChatBackend):
     server_option = "ollama_host"
     auto_rank = 0  # `--backend auto`: Ollama first, when it has the model
     png_compress_level = 0  # Ollama is usually local: skip zlib, bytes are cheap on loopback
+    client_module = "ollama"  # ~0.5 s to import (httpx, pydantic models)
 
     def __init__(self, options: OllamaOptions | None = None, **kw: Any):
         super().__init__(options, **kw)
         self.host = resolve_host(self.options.ollama_host)
-        self._client = None
-        self._client_lock = threading.Lock()
         self._think_supported = True
-        import_in_background("ollama")  # ~0.5 s (httpx, pydantic models), while the stage reads the warehouse
 
-    @property
-    def client(self):
-        """The ``ollama.Client`` (one: its connection pool serves all threads), made on first use;
-        connecting gets at most 10 s."""
-        if self._client is None:
-            with self._client_lock:
-                if self._client is None:
-                    ollama = self._ollama
-                    import httpx
+    def make_client(self, library):
+        """An ``ollama.Client``; connecting gets at most 10 s."""
+        import httpx
 
-                    self._client = ollama.Client(
-                        host=self.host, verify=_tls_context(),
-                        timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, CHECK_TIMEOUT)))
-        return self._client
-
-    @property
-    def _ollama(self):
-        return client_library("ollama")
+        return library.Client(host=self.host, verify=_tls_context(),
+                              timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, CHECK_TIMEOUT)))
 
     @classmethod
     def default_model(cls) -> str:
@@ -182,7 +160,7 @@ class OllamaBackend(ChatBackend):
         except ValueError as exc:  # the body is not JSON (json.JSONDecodeError): an HTML page, ...
             start = getattr(exc, "doc", None) or str(exc)  # JSONDecodeError: the body; pydantic: what is wrong
             raise BadReply(f"the reply is not Ollama's chat JSON: {start[:120]!r}") from exc
-        except self._ollama.ResponseError as exc:
+        except self.library.ResponseError as exc:
             # Some models reject the think flag altogether: drop it once and remember.
             if self._think_supported and exc.status_code == 400 and "think" in str(exc.error).lower():
                 self._think_supported = False
@@ -195,7 +173,7 @@ class OllamaBackend(ChatBackend):
     def classify(self, exc: Exception) -> tuple[bool, str]:
         import httpx
 
-        if isinstance(exc, self._ollama.ResponseError):
+        if isinstance(exc, self.library.ResponseError):
             code = exc.status_code
             text = f"HTTP {code} from Ollama: {str(exc.error)[:300]}"
             return (code >= 500 or code == 429 or code == -1), text

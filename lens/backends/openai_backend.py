@@ -23,14 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lens.backends.base import option
-from lens.backends.chat import (
-    BadReply,
-    ChatBackend,
-    ChatOptions,
-    client_library,
-    import_in_background,
-    prompt_schema,
-)
+from lens.backends.chat import BadReply, ChatBackend, ChatOptions, prompt_schema
 from lens.errors import LensError
 from lens.prompts import Prompt
 
@@ -55,11 +48,11 @@ class OpenAIBackend(ChatBackend):
     name = "openai"
     Options = OpenAIOptions
     server_option = "base_url"
+    client_module = "openai"  # ~1 s to import
 
     def __init__(self, options: OpenAIOptions | None = None, **kw: Any):
         self._model_given = bool(kw.get("model"))
         super().__init__(options, **kw)
-        import_in_background("openai")  # ~1 s, while the stage reads the warehouse
         base_url, api_key_env = self.options.base_url, self.options.api_key_env
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         if api_key_env:
@@ -69,8 +62,6 @@ class OpenAIBackend(ChatBackend):
         else:
             key = os.environ.get("OPENAI_API_KEY") or PLACEHOLDER_KEY
         self._key = key
-        self._client = None
-        self._client_lock = threading.Lock()
         self._format = FORMATS[0]
         self._format_lock = threading.Lock()
 
@@ -78,19 +69,9 @@ class OpenAIBackend(ChatBackend):
     def default_model(cls) -> str:
         return FALLBACK_MODEL
 
-    @property
-    def client(self):
-        """The ``openai.OpenAI`` client (one, for all threads), made on first use."""
-        if self._client is None:
-            with self._client_lock:
-                if self._client is None:
-                    self._client = self._openai.OpenAI(base_url=self.base_url, api_key=self._key,
-                                                       timeout=self.timeout, max_retries=0)
-        return self._client
-
-    @property
-    def _openai(self):
-        return client_library("openai")
+    def make_client(self, library):
+        """An ``openai.OpenAI`` client (its own retries off: the backend retries)."""
+        return library.OpenAI(base_url=self.base_url, api_key=self._key, timeout=self.timeout, max_retries=0)
 
     @property
     def response_format(self) -> str:
@@ -102,15 +83,15 @@ class OpenAIBackend(ChatBackend):
         try:
             listing = self.client.with_options(timeout=min(self.timeout, 10.0)).models.list()
             ids = [m.id for m in listing.data]
-        except self._openai.APIConnectionError as exc:
+        except self.library.APIConnectionError as exc:
             raise LensError(
                 f"The OpenAI-compatible server is not reachable at {self.base_url}: start it or fix --base-url. ({exc})"
             ) from exc
-        except self._openai.AuthenticationError as exc:
+        except self.library.AuthenticationError as exc:
             raise LensError(
                 f"{self.base_url} refused the API key: set OPENAI_API_KEY or name a variable with --api-key-env."
             ) from exc
-        except self._openai.APIStatusError:
+        except self.library.APIStatusError:
             return  # some servers have no /models; the first request will tell
         if not self._model_given and ids:
             self.model = ids[0]
@@ -153,7 +134,7 @@ class OpenAIBackend(ChatBackend):
                 kwargs["response_format"] = rf
             try:
                 response = self.client.chat.completions.create(**kwargs)
-            except self._openai.BadRequestError as exc:
+            except self.library.BadRequestError as exc:
                 text = str(exc).lower()
                 if fmt != "none" and ("response_format" in text or "json_schema" in text or "json_object" in text):
                     with self._format_lock:  # remember the downgrade for every later request
@@ -168,7 +149,7 @@ class OpenAIBackend(ChatBackend):
             return response.choices[0].message.content or ""
 
     def classify(self, exc: Exception) -> tuple[bool, str]:
-        o = self._openai
+        o = self.library
         if isinstance(exc, o.APITimeoutError):
             return True, f"timeout after {self.timeout:g}s"
         if isinstance(exc, o.APIConnectionError):

@@ -176,19 +176,23 @@ def _read(warehouse: Warehouse, run_id: str | None, hyp: Hypothesizer, prompt: p
 def _read_while_checking(warehouse: Warehouse, run_id: str | None, lanes: Lanes,
                          prompt: prompts_mod.Prompt) -> _Inputs:
     """:func:`_read` while the servers are checked (their client library may still be importing,
-    lens.backends.ollama_backend); a server that cannot answer is reported first, as before.
-    Then each failure's key and its stored answer, for the model the check settled on."""
+    lens.backends.chat.import_in_background); a server that cannot answer is reported first, as
+    before. Then each failure's key and its stored answer, for the model the check settled on."""
     from concurrent.futures import ThreadPoolExecutor
 
     hyp = lanes.backend
-    with ThreadPoolExecutor(1, thread_name_prefix="lens-check") as ex:
-        checking = ex.submit(lanes.check, prompt)
-        try:
-            inputs = _read(warehouse, run_id, hyp, prompt)
-        except LensError:
+    if warehouse.lake is None and not warehouse.memory and not warehouse.path.exists():
+        lanes.check(prompt)  # reading would create the file: a server that cannot answer leaves none
+        inputs = _read(warehouse, run_id, hyp, prompt)
+    else:
+        with ThreadPoolExecutor(1, thread_name_prefix="lens-check") as ex:
+            checking = ex.submit(lanes.check, prompt)
+            try:
+                inputs = _read(warehouse, run_id, hyp, prompt)
+            except LensError:
+                checking.result()
+                raise
             checking.result()
-            raise
-        checking.result()
     inputs.existing = {key: status for model, key, status in inputs.stored if model == hyp.model}
     for row in inputs.rows:
         row["key"] = hypothesis_id(inputs.run_id, row["example_id"], hyp.name, hyp.model, prompt.sha256)
